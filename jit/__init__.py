@@ -1,0 +1,1 @@
+"""Numba kernels: plain numpy arrays in and out, one jit policy (see ``_policy``)."""

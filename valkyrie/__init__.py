@@ -1,0 +1,3 @@
+"""Valkyrie: route lookups served from Numba kernels over RCU snapshots."""
+
+__version__ = "0.1.0"
