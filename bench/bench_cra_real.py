@@ -2,7 +2,8 @@
 """CRA longest-prefix match on the real ASN tables: correctness against pytricia, then throughput.
 
 Needs ``make tables`` (bench/data/build_tables.py) first. Peers, all on the same addresses:
-CraTable batch lookups, pytricia per-address ``.get`` (packed bytes, its fastest key form) and
+CraTable batch lookups, pytricia per-address ``.get`` (packed bytes, its fastest key form),
+py-radix ``search_best(packed=...)`` when installed (optional, not in requirements.lock) and
 geoip2fast's own ``lookup`` on its bundled ASN data (strings; a smaller slice, it is slow).
 Exit status 1 on any CRA/pytricia mismatch.
 """
@@ -131,6 +132,18 @@ def build_trie(family, texts, values):
         trie[t] = v
     trie.freeze()
     return trie
+
+
+def build_radix(texts, values):
+    """Build a py-radix tree (optional peer); None when py-radix is not installed."""
+    try:
+        import radix
+    except ImportError:
+        return None
+    tree = radix.Radix()
+    for t, v in zip(texts, values.tolist()):
+        tree.add(t).data["v"] = v
+    return tree
 
 
 def cra_lookup(cra, family, keys):
@@ -280,6 +293,19 @@ def main(argv=None):
         cra_small, _ = rate_cra(cra, family, small, min(seconds, 0.5), 20_000)
         get = trie.get
         trie_rate, trie_n = rate_loop(get, packed_all[:n_trie], seconds)
+        rad_rate = None
+        t0 = time.perf_counter()
+        tree = build_radix(texts, values)
+        if tree is not None:
+            search_best = tree.search_best
+            rad_rate, rad_n = rate_loop(lambda p: search_best(packed=p), packed_all[:n_trie], seconds)
+            rad_agree = sum((lambda nd: nd.data["v"] if nd is not None else -1)(search_best(packed=p))
+                            == get(p, -1) for p in packed_all[:2000])
+            rad_line = (f"py-radix search_best: {rad_rate / 1e6:8.3f} M lookups/s ({rad_n} addrs; "
+                        f"build {time.perf_counter() - t0:.2f}s; agrees with pytricia on "
+                        f"{rad_agree}/{min(2000, n_trie)})")
+        else:
+            rad_line = "py-radix: not installed (optional peer)"
         geo_lookup = geoip_peer(family)
         geo_texts = texts_of(packed_all[:n_geo], family)
         geo_rate, geo_n = rate_loop(geo_lookup, geo_texts, seconds * 2)
@@ -290,17 +316,19 @@ def main(argv=None):
         print(f"CraTable batch {n_bench // 1000}k: {cra_rate / 1e6:8.2f} M lookups/s (best of {reps})")
         print(f"CraTable batch 1k:    {cra_small / 1e6:8.2f} M lookups/s")
         print(f"pytricia .get:        {trie_rate / 1e6:8.3f} M lookups/s ({trie_n} addrs)")
+        print(rad_line)
         print(f"geoip2fast .lookup:   {geo_rate / 1e6:8.3f} M lookups/s ({geo_n} addrs)")
         print(f"geoip2fast agreement: {agree}/{min(2000, n_geo)} same matched prefix as pytricia")
         print(f"ratio CRA/pytricia:   {cra_rate / trie_rate:8.1f}x   CRA/geoip2fast: "
               f"{cra_rate / geo_rate:8.1f}x")
-        summary.append((family, cra_rate, trie_rate, geo_rate, bad))
+        summary.append((family, cra_rate, trie_rate, rad_rate, geo_rate, bad))
 
     print("\n== summary (lookups/s, one core)")
-    print(f"{'family':6} {'CraTable':>12} {'pytricia':>12} {'geoip2fast':>12} {'xPyT':>7} {'xG2F':>7}"
-          f" {'20M/s':>6} {'20x':>5} mismatches")
-    for family, c, t, g, bad in summary:
-        print(f"{family:6} {c:12,.0f} {t:12,.0f} {g:12,.0f} {c / t:7.1f} {c / g:7.1f}"
+    print(f"{'family':6} {'CraTable':>12} {'pytricia':>12} {'py-radix':>12} {'geoip2fast':>12}"
+          f" {'xPyT':>7} {'xRadix':>7} {'xG2F':>7} {'20M/s':>6} {'20x':>5} mismatches")
+    for family, c, t, r, g, bad in summary:
+        r_txt, xr = (f"{r:12,.0f}", f"{c / r:7.1f}") if r else (f"{'-':>12}", f"{'-':>7}")
+        print(f"{family:6} {c:12,.0f} {t:12,.0f} {r_txt} {g:12,.0f} {c / t:7.1f} {xr} {c / g:7.1f}"
               f" {'yes' if c >= 20e6 else 'no':>6} {'yes' if c / t >= 20 else 'no':>5} {bad}")
     if failed:
         print("FAIL: CraTable and pytricia disagree")
