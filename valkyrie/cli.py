@@ -1,0 +1,83 @@
+"""Command line: ``valkyrie-routing`` runs the server; options validate configs and query a server."""
+
+import argparse
+import asyncio
+import sys
+
+from valkyrie.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from valkyrie.logs import setup_logging
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="valkyrie-routing",
+        description="Valkyrie route server: exact and longest-prefix route lookups over HTTP, "
+                    "served from Numba kernels over RCU snapshots.",
+        epilog="With no command, runs the server headless on --config (default: the embedded config/default.toml).",
+    )
+    p.add_argument("--config", metavar="FILE", help=f"TOML config to run with (default {DEFAULT_CONFIG_PATH})")
+    p.add_argument("--validate-config", metavar="FILE", help="check FILE and exit: 0 when valid, 2 listing every problem")
+    p.add_argument("--host", help="override [server] host")
+    p.add_argument("--port", type=int, help="override [server] port (0 picks a free port)")
+    p.add_argument("--metrics-port", type=int, help="override [observability.metrics] port (0 picks a free port)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override [logging] level")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("serve", help="run the server (the default)")
+    return p
+
+
+def _overrides(args):
+    out = {}
+    if args.host is not None:
+        out["server.host"] = args.host
+    if args.port is not None:
+        out["server.port"] = args.port
+    if args.metrics_port is not None:
+        out["observability.metrics.port"] = args.metrics_port
+    if args.log_level is not None:
+        out["logging.level"] = args.log_level
+    return out
+
+
+def _validate(path):
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{path}: configuration is valid")
+    return EXIT_OK
+
+
+def main(argv=None):
+    """Entry point of the ``valkyrie-routing`` console script."""
+    args = _parser().parse_args(argv)
+    if args.validate_config:
+        return _validate(args.validate_config)
+    try:
+        config = load_config(args.config)
+        for key, value in _overrides(args).items():
+            config = config.with_overrides(**{key: value})
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(config["logging.level"], config["logging.format"], config["logging.file"])
+    from valkyrie.run import serve
+
+    try:
+        return asyncio.run(serve(config))
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(f"Error: {exc.code}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,389 @@
+"""The aiohttp front end: lookups, route updates, health and config status; metrics on their own app.
+
+``create_app(config)`` builds the API app. Start-up work (kernel warm-up,
+route files, the first snapshot) runs in the background so ``/health`` can
+answer 503 until the router is ready. Every error is
+``{"error": {"code", "message"}}`` with a 4xx status, or a logged 500 for bugs.
+"""
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+
+import orjson
+from aiohttp import web
+
+from valkyrie.config import Config
+from valkyrie.metrics import Metrics
+from valkyrie.publisher import Publisher
+from valkyrie.rcu import RcuDomain
+from valkyrie.routes import RouteError, load_route_file, parse_key
+from valkyrie.warmup import warm_kernels
+from valkyrie.writer import RouteWriter, parse_delete, parse_put
+
+__all__ = ["create_app", "create_metrics_app", "ServerState", "STATE", "BOOT_FAILED", "ApiError"]
+
+log = logging.getLogger("valkyrie.server")
+
+# RouteError codes -> HTTP status.
+_STATUS = {"batch_too_large": 413, "unknown_next_hop": 422, "route_not_found": 404, "unknown_table": 404}
+
+
+class ApiError(Exception):
+    """An error answered to the client as JSON."""
+
+    def __init__(self, status, code, message):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class ServerState:
+    """Everything the handlers and background tasks share."""
+
+    def __init__(self, config):
+        self.config = config
+        self.rcu = RcuDomain(grace_period=config["routing.lockfree.rcu_grace_period"])
+        self.writer = RouteWriter(
+            fit_load_factor=config["routing.lockfree.fit_load_factor"],
+            fit_capacity=config["routing.lockfree.fit_capacity"],
+            cra_initial_capacity=config["routing.lockfree.cra_initial_capacity"],
+        )
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="valkyrie-writer")
+        self.publisher = Publisher(self.writer, self.rcu, self.executor,
+                                   max_pending=config["routing.lockfree.rcu_max_pending_updates"])
+        self.metrics = Metrics(self.metrics_state)
+        self.ready = False
+        self.boot_error = None
+        self.started_at = time.time()
+        self.loaded_at = None
+        self.in_flight = 0
+        self.exhausted = 0
+        self.budget = config["performance.performance_budget"]
+        self.max_keys = config["server.max_batch_keys"]
+        self.default_table = config["routing.default_table"]
+        self._fit_base = {"collisions": 0, "operations": 0}
+        self._fit_last = None
+
+    def on_publish(self, snap):
+        """Carry FIT counters across snapshots so the exported counters never go backwards."""
+        if self._fit_last is not None and self._fit_last is not snap.exact:
+            stats = self._fit_last.stats()
+            self._fit_base["collisions"] += stats["collisions"]
+            self._fit_base["operations"] += stats["operations"]
+        self._fit_last = snap.exact
+
+    def metrics_state(self):
+        """Live figures for the metrics collector (None before the first snapshot)."""
+        if not self.ready:
+            return None
+        snap = self.rcu.current
+        fit = snap.exact.stats()
+        fit_view = {
+            "collisions": self._fit_base["collisions"] + fit["collisions"],
+            "operations": self._fit_base["operations"] + fit["operations"],
+            "load": fit["entries"] / fit["capacity"] if fit["capacity"] else 0.0,
+            "load_factor": snap.exact.load_factor,
+            "capacity": fit["capacity"], "entries": fit["entries"],
+            "mean_probe": fit["mean_probe"], "max_probe": fit["max_probe"],
+        }
+        cra = {"ipv4": snap.ipv4.stats(), "ipv6": snap.ipv6.stats(), "name": snap.names.stats()}
+        pool_size = self.config["routing.connection_pool_size"]
+        return {
+            "fit": fit_view,
+            "cra": cra,
+            "rcu": self.rcu.stats(),
+            "routes": {"exact": len(snap.exact), "ipv4": len(snap.ipv4), "ipv6": len(snap.ipv6), "name": len(snap.names)},
+            "nodes": len(snap.nodes),
+            "table_bytes": snap.nbytes(),
+            "queue_depth": self.publisher.queue_depth,
+            "pool": {"size": pool_size, "utilization": self.in_flight / pool_size, "exhausted": self.exhausted},
+            "ready": 1.0,
+        }
+
+
+STATE = web.AppKey("state", ServerState)
+BOOT_FAILED = web.AppKey("boot_failed", asyncio.Event)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _json(data, status=200):
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _error_body(code, message):
+    return {"error": {"code": code, "message": message}}
+
+
+async def _json_body(request):
+    raw = await request.read()
+    if not raw:
+        raise ApiError(400, "invalid_body", "request body is empty; send a JSON object")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "malformed_json", f"malformed JSON: {exc}") from None
+
+
+def _route_error(exc):
+    return ApiError(_STATUS.get(exc.code, 400), exc.code, str(exc))
+
+
+def _require_ready(st):
+    if not st.ready:
+        detail = f": {st.boot_error}" if st.boot_error else ""
+        raise ApiError(503, "not_ready", f"route tables are not loaded yet{detail}")
+
+
+def _check_table(st, table):
+    if table is not None and table != st.default_table:
+        raise ApiError(404, "unknown_table", f"no route table named {table!r}; this server has {st.default_table!r}")
+
+
+def _encode_keys(keys, limit):
+    if not isinstance(keys, list):
+        raise ApiError(400, "invalid_body", f"'keys' must be a list of strings, got {type(keys).__name__}")
+    if not keys:
+        raise ApiError(400, "invalid_body", "'keys' is empty")
+    if len(keys) > limit:
+        raise ApiError(413, "batch_too_large", f"'keys' has {len(keys)} entries; at most {limit} per request")
+    try:
+        raw = [k.encode("utf-8") for k in keys]
+    except (AttributeError, UnicodeEncodeError):
+        raw = None
+    if raw is None or any(not r or len(r) > 1024 or b"\x00" in r for r in raw):
+        # Slow path only on bad input: find and name the first offending key.
+        for i, k in enumerate(keys):
+            try:
+                parse_key(k, f"keys[{i}]")
+            except RouteError as exc:
+                raise ApiError(400, "invalid_key", str(exc)) from None
+    return raw
+
+
+# ---- handlers --------------------------------------------------------------------------------
+
+
+async def health(request):
+    """200 with route count and epoch once ready; 503 while starting or after a failed start."""
+    st = request.app[STATE]
+    if not st.ready:
+        status = "failed" if st.boot_error else "starting"
+        return _json({"status": status, "detail": st.boot_error}, status=503)
+    snap = st.rcu.current
+    return _json({"status": "ok", "routes": snap.route_count, "nodes": len(snap.nodes), "epoch": snap.epoch,
+                  "uptime_seconds": round(time.time() - st.started_at, 3)})
+
+
+async def get_route(request):
+    """Resolve one key from the path: ``GET /v1/route/198.51.100.7``."""
+    started = time.perf_counter()
+    st = request.app[STATE]
+    _require_ready(st)
+    _check_table(st, request.query.get("table"))
+    key = request.match_info["key"]
+    try:
+        raw = parse_key(key)
+    except RouteError as exc:
+        raise ApiError(400, "invalid_key", str(exc)) from None
+    with st.rcu.read() as snap:
+        res = snap.resolve([raw])
+        answer = snap.answers(res, [key])[0]
+        answer["epoch"] = snap.epoch
+    st.metrics.observe_request(time.perf_counter() - started, 1, st.budget)
+    if answer["match"] == "none":
+        st.metrics.no_route.inc()
+        raise ApiError(404, "no_route", f"no route for key {key!r} (epoch {answer['epoch']})")
+    return _json(answer)
+
+
+async def post_route(request):
+    """Resolve a batch: ``{"keys": [...], "table": "default"}``."""
+    st = request.app[STATE]
+    _require_ready(st)
+    body = await _json_body(request)
+    started = time.perf_counter()
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "body must be a JSON object with 'keys'")
+    unknown = set(body) - {"keys", "table"}
+    if unknown:
+        raise ApiError(400, "invalid_body", f"unknown field(s) {', '.join(sorted(unknown))}; expected keys, table")
+    _check_table(st, body.get("table"))
+    keys = body.get("keys")
+    raw = _encode_keys(keys, st.max_keys)
+    with st.rcu.read() as snap:
+        res = snap.resolve(raw)
+        results = snap.answers(res, keys)
+        epoch = snap.epoch
+    st.metrics.observe_request(time.perf_counter() - started, len(raw), st.budget)
+    return _json({"epoch": epoch, "results": results})
+
+
+async def put_routes(request):
+    """Add or replace nodes and routes in one all-or-nothing batch; answers after publish."""
+    st = request.app[STATE]
+    _require_ready(st)
+    body = await _json_body(request)
+    try:
+        batch = parse_put(body, st.max_keys)
+        epoch = await st.publisher.submit(batch)
+    except RouteError as exc:
+        raise _route_error(exc) from None
+    st.metrics.updates.labels("put").inc(len(batch.puts))
+    return _json({"epoch": epoch, "applied": len(batch.puts), "nodes": len(batch.nodes)})
+
+
+async def delete_routes(request):
+    """Remove routes in one all-or-nothing batch: ``{"routes": [{"prefix": ...}, {"key": ...}]}``."""
+    st = request.app[STATE]
+    _require_ready(st)
+    body = await _json_body(request)
+    try:
+        batch = parse_delete(body, st.max_keys)
+        epoch = await st.publisher.submit(batch)
+    except RouteError as exc:
+        raise _route_error(exc) from None
+    st.metrics.updates.labels("delete").inc(len(batch.deletes))
+    return _json({"epoch": epoch, "deleted": len(batch.deletes)})
+
+
+async def config_status(request):
+    """The running configuration and where it came from."""
+    st = request.app[STATE]
+    cfg = st.config
+    return _json({
+        "source": str(cfg.source) if cfg.source else None,
+        "loaded_at": st.loaded_at,
+        "ready": st.ready,
+        "epoch": st.rcu.current.epoch if st.rcu.ready else 0,
+        "values": dict(cfg.items()),
+    })
+
+
+# ---- middleware and lifecycle ----------------------------------------------------------------
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}
+
+
+@web.middleware
+async def errors_and_limits(request, handler):
+    """JSON errors for everything, the in-flight limit, and per-endpoint request counts."""
+    st = request.app[STATE]
+    endpoint = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    if st.in_flight >= st.config["routing.max_concurrent_requests"]:
+        st.exhausted += 1
+        st.metrics.errors.labels("overloaded").inc()
+        return _json(_error_body("overloaded", "Connection pool exhausted: too many requests in flight"), status=503)
+    st.in_flight += 1
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        st.metrics.errors.labels(exc.code).inc()
+        response = _json(_error_body(exc.code, exc.message), status=exc.status)
+    except web.HTTPException as exc:
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.text if exc.status != 404 else f"no endpoint {request.method} {request.path}"
+        if exc.status == 413:
+            message = f"request body too large; the limit is {st.config['server.max_body_size']} bytes"
+        st.metrics.errors.labels(code).inc()
+        response = _json(_error_body(code, message), status=exc.status)
+        if exc.status == 405:
+            response.headers["Allow"] = exc.headers.get("Allow", "")
+    except Exception:
+        log.exception("ERROR handling %s %s", request.method, request.path)
+        st.metrics.errors.labels("internal_error").inc()
+        response = _json(_error_body("internal_error", "internal error; see the server log"), status=500)
+    finally:
+        st.in_flight -= 1
+    st.metrics.http_requests.labels(endpoint, str(response.status)).inc()
+    return response
+
+
+def _load_tables(state):
+    route_sets = [load_route_file(path) for path in state.config["routing.route_files"]]
+    state.writer.load(route_sets)
+    return state.writer.build()
+
+
+async def _boot(app):
+    st = app[STATE]
+    loop = asyncio.get_running_loop()
+    try:
+        seconds = await loop.run_in_executor(st.executor, warm_kernels)
+        st.metrics.compile_seconds.set(seconds)
+        log.info("kernels ready in %.2fs", seconds)
+        started = time.perf_counter()
+        snap = await loop.run_in_executor(st.executor, _load_tables, st)
+        st.rcu.publish(snap)
+        st.on_publish(snap)
+        st.loaded_at = time.time()
+        st.ready = True
+        log.info("serving epoch %d: %d routes, %d nodes (tables loaded in %.2fs)",
+                 snap.epoch, snap.route_count, len(snap.nodes), time.perf_counter() - started)
+    except RouteError as exc:
+        st.boot_error = str(exc)
+        log.error("ERROR loading route tables: %s", exc)
+        app[BOOT_FAILED].set()
+    except Exception as exc:
+        st.boot_error = f"{type(exc).__name__}: {exc}"
+        log.exception("ERROR during start-up")
+        app[BOOT_FAILED].set()
+
+
+async def _reclaim_loop(st):
+    while True:
+        await asyncio.sleep(max(0.001, min(st.rcu.grace_period, 0.05)))
+        done = st.rcu.reclaim()
+        for wait in done.waits:
+            st.metrics.grace.observe(wait)
+
+
+async def _rotate_loop(st, every=10.0):
+    while True:
+        await asyncio.sleep(every)
+        st.metrics.latency.rotate()
+
+
+async def _background(app):
+    st = app[STATE]
+    st.publisher.on_publish = st.on_publish
+    tasks = [asyncio.create_task(coro) for coro in
+             (_boot(app), st.publisher.run(), _reclaim_loop(st), _rotate_loop(st))]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with suppress(asyncio.CancelledError):
+            await task
+    st.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def create_app(config: Config, *, state=None) -> web.Application:
+    """The HTTP API application for ``config``."""
+    st = state or ServerState(config)
+    app = web.Application(middlewares=[errors_and_limits], client_max_size=config["server.max_body_size"])
+    app[STATE] = st
+    app[BOOT_FAILED] = asyncio.Event()
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/route/{key:.+}", get_route)
+    app.router.add_post("/v1/route", post_route)
+    app.router.add_put("/v1/routes", put_routes)
+    app.router.add_delete("/v1/routes", delete_routes)
+    app.router.add_get("/config/status", config_status)
+    app.cleanup_ctx.append(_background)
+    return app
+
+
+def create_metrics_app(state) -> web.Application:
+    """Read-only app serving Prometheus text on ``[observability.metrics] path``."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def metrics(request):
+        return web.Response(body=generate_latest(state.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get(state.config["observability.metrics.path"], metrics)
+    return app

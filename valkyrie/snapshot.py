@@ -1,0 +1,129 @@
+"""Immutable route snapshots and the lookup pipeline over them.
+
+A key is resolved in order: exact (FIT) -> longest prefix (CRA, by the key's
+kind: IPv4 text, IPv6 text or a name) -> the default route -> no route.
+"""
+
+import ipaddress
+
+import numpy as np
+
+from jit.addr import parse_addresses
+from valkyrie.keys import pack_keys
+
+__all__ = ["Snapshot", "Resolution", "MATCH_NAMES"]
+
+NONE, EXACT, PREFIX, DEFAULT = 0, 1, 2, 3
+MATCH_NAMES = ("none", "exact", "prefix", "default")
+KIND_NAME, KIND_V4, KIND_V6 = 0, 4, 6
+
+
+class Resolution:
+    """Column-wise answers for a batch of keys."""
+
+    __slots__ = ("keys", "node", "match", "plen", "kind", "v4", "v6hi", "v6lo")
+
+    def __init__(self, keys, node, match, plen, kind, v4, v6hi, v6lo):
+        self.keys, self.node, self.match, self.plen = keys, node, match, plen
+        self.kind, self.v4, self.v6hi, self.v6lo = kind, v4, v6hi, v6lo
+
+    def __len__(self):
+        return len(self.keys)
+
+
+class Snapshot:
+    """One published generation of every route structure, with its epoch.
+
+    Readers must only touch a snapshot inside ``RcuDomain.read()``; after
+    ``release()`` its tables are gone.
+    """
+
+    __slots__ = ("epoch", "nodes", "exact", "ipv4", "ipv6", "names", "default", "route_count", "released")
+
+    def __init__(self, *, epoch, nodes, exact, ipv4, ipv6, names, default=-1):
+        self.epoch = epoch
+        self.nodes = nodes
+        self.exact, self.ipv4, self.ipv6, self.names = exact, ipv4, ipv6, names
+        self.default = default
+        self.route_count = len(exact) + len(ipv4) + len(ipv6) + len(names)
+        self.released = False
+
+    def freeze(self):
+        """Make every array readers see read-only; called once before publishing."""
+        for table in (self.exact, self.ipv4, self.ipv6, self.names):
+            table.freeze()
+        return self
+
+    def nbytes(self):
+        """Bytes held by the route tables."""
+        return sum(t.stats()["nbytes"] for t in (self.exact, self.ipv4, self.ipv6, self.names))
+
+    def release(self):
+        """Drop the tables (RCU reclamation); returns the bytes released."""
+        if self.released:
+            return 0
+        freed = self.nbytes()
+        self.exact = self.ipv4 = self.ipv6 = self.names = None
+        self.released = True
+        return freed
+
+    def resolve(self, keys):
+        """Resolve a list of key ``bytes``; returns a ``Resolution``."""
+        n = len(keys)
+        data, offsets = pack_keys(keys)
+        node = self.exact.lookup(data, offsets)
+        match = np.where(node >= 0, EXACT, NONE).astype(np.int8)
+        plen = np.full(n, -1, dtype=np.int16)
+        kind, v4, v6hi, v6lo = parse_addresses(data, offsets)
+        missing = node < 0
+        sel = np.flatnonzero(missing & (kind == KIND_V4))
+        if sel.size:
+            self._fill(sel, *self.ipv4.lookup_ipv4(v4[sel]), node, match, plen)
+        sel = np.flatnonzero(missing & (kind == KIND_V6))
+        if sel.size:
+            self._fill(sel, *self.ipv6.lookup_ipv6(v6hi[sel], v6lo[sel]), node, match, plen)
+        sel = np.flatnonzero(missing & (kind == KIND_NAME))
+        if sel.size and len(self.names):
+            sub_data, sub_offsets = (data, offsets) if sel.size == n else pack_keys([keys[i] for i in sel])
+            self._fill(sel, *self.names.lookup_keys(sub_data, sub_offsets), node, match, plen)
+        if self.default >= 0:
+            unresolved = node < 0
+            node[unresolved] = self.default
+            match[unresolved] = DEFAULT
+        return Resolution(keys, node, match, plen, kind, v4, v6hi, v6lo)
+
+    @staticmethod
+    def _fill(sel, values, plens, node, match, plen):
+        hit = values >= 0
+        idx = sel[hit]
+        node[idx] = values[hit]
+        match[idx] = PREFIX
+        plen[idx] = plens[hit]
+
+    def answers(self, res, texts):
+        """JSON-ready answers for a ``Resolution`` (``texts`` are the keys as the client sent them)."""
+        ids = self.nodes.ids
+        out = []
+        for i, (nh, m) in enumerate(zip(res.node.tolist(), res.match.tolist())):
+            entry = {"key": texts[i], "next_hop": ids[nh] if nh >= 0 else None, "match": MATCH_NAMES[m]}
+            if m == PREFIX:
+                entry["prefix"] = prefix_text(res, i)
+            out.append(entry)
+        return out
+
+    def __repr__(self):
+        return f"Snapshot(epoch={self.epoch}, routes={self.route_count}, nodes={len(self.nodes)})"
+
+
+def prefix_text(res, i):
+    """The matched prefix of answer ``i`` as text (``"198.51.100.0/24"``, ``"ci.build."``)."""
+    plen = int(res.plen[i])
+    kind = res.kind[i]
+    if kind == KIND_V4:
+        a = int(res.v4[i]) & ((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF)
+        return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/{plen}"
+    if kind == KIND_V6:
+        a = (int(res.v6hi[i]) << 64) | int(res.v6lo[i])
+        a &= ((1 << 128) - 1) ^ ((1 << (128 - plen)) - 1)
+        return f"{ipaddress.IPv6Address(a)}/{plen}"
+    return res.keys[i][: plen // 8].decode("utf-8", errors="replace")

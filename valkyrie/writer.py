@@ -1,0 +1,193 @@
+"""The single writer: canonical route state, batch validation, and building the next snapshot.
+
+Batches are validated whole before any of them is staged (all-or-nothing);
+several staged batches are then folded into one snapshot by computing, for
+every touched route, its final state, so the order of puts and deletes
+across coalesced batches never matters.
+"""
+
+from dataclasses import dataclass, field
+
+from valkyrie.cra_table import CraTable
+from valkyrie.fit_table import FitTable
+from valkyrie.nodes import NodeTable
+from valkyrie.routes import FAMILIES, ExactRoute, PrefixRoute, RouteError, parse_node, parse_route, parse_route_ref
+from valkyrie.snapshot import Snapshot
+
+__all__ = ["Batch", "RouteWriter", "parse_put", "parse_delete"]
+
+
+@dataclass
+class Batch:
+    """One client request's worth of changes, already parsed."""
+
+    nodes: list = field(default_factory=list)
+    puts: list = field(default_factory=list)
+    deletes: list = field(default_factory=list)
+    default_route: str | None = None
+
+    @property
+    def size(self):
+        """Route changes it carries (nodes count too: they rebuild the node table)."""
+        return len(self.nodes) + len(self.puts) + len(self.deletes)
+
+
+def _entries(body, name, limit):
+    items = body.get(name, [])
+    if not isinstance(items, list):
+        raise RouteError(f"'{name}' must be a list, got {type(items).__name__}", "invalid_body")
+    if len(items) > limit:
+        raise RouteError(f"'{name}' has {len(items)} entries; at most {limit} per batch", "batch_too_large")
+    return items
+
+
+def parse_put(body, limit):
+    """Parse a ``PUT /v1/routes`` body into a ``Batch`` (raises ``RouteError``)."""
+    if not isinstance(body, dict):
+        raise RouteError("body must be a JSON object with 'nodes' and/or 'routes'", "invalid_body")
+    unknown = set(body) - {"nodes", "routes", "default_route"}
+    if unknown:
+        raise RouteError(f"unknown field(s) {', '.join(sorted(unknown))}; expected nodes, routes, default_route", "invalid_body")
+    nodes = [parse_node(o, f"nodes[{i}]") for i, o in enumerate(_entries(body, "nodes", limit))]
+    puts = [parse_route(o, f"routes[{i}]") for i, o in enumerate(_entries(body, "routes", limit))]
+    default = body.get("default_route")
+    if default is not None and (not isinstance(default, str) or not default):
+        raise RouteError("default_route must be a node id string", "invalid_body")
+    if not nodes and not puts and default is None:
+        raise RouteError("nothing to apply: give 'nodes', 'routes' or 'default_route'", "invalid_body")
+    return Batch(nodes=nodes, puts=puts, default_route=default)
+
+
+def parse_delete(body, limit):
+    """Parse a ``DELETE /v1/routes`` body into a ``Batch``."""
+    if not isinstance(body, dict) or set(body) != {"routes"}:
+        raise RouteError("body must be a JSON object with only 'routes'", "invalid_body")
+    refs = [parse_route_ref(o, f"routes[{i}]") for i, o in enumerate(_entries(body, "routes", limit))]
+    if not refs:
+        raise RouteError("'routes' is empty", "invalid_body")
+    return Batch(deletes=refs)
+
+
+class RouteWriter:
+    """Owns what the routes are; only the publisher thread calls ``stage``/``build``."""
+
+    def __init__(self, *, fit_load_factor=0.75, fit_capacity=None, cra_initial_capacity=None):
+        self.fit_load_factor = fit_load_factor
+        self.fit_capacity = fit_capacity
+        self.cra_initial_capacity = cra_initial_capacity
+        self.nodes = NodeTable()
+        self.exact = {}  # key bytes -> node index
+        self.prefixes = {}  # (family, network, plen) -> node index
+        self.default = -1
+        self.epoch = 0
+        self._touched_exact = set()
+        self._touched_prefix = set()
+        self._nodes_changed = False
+
+    # ---- validation and staging ------------------------------------------------------------
+
+    def _node_index(self, node_id, batch_nodes, where):
+        if node_id in batch_nodes:
+            return batch_nodes[node_id]
+        idx = self.nodes.index.get(node_id)
+        if idx is None:
+            raise RouteError(f"{where}: unknown next hop {node_id!r}; declare it under 'nodes' first", "unknown_next_hop")
+        return idx
+
+    def stage(self, batch):
+        """Validate ``batch`` against the current state and stage it whole, or raise ``RouteError``."""
+        new_nodes = self.nodes.with_nodes(batch.nodes) if batch.nodes else self.nodes
+        batch_nodes = {n.id: new_nodes.index[n.id] for n in batch.nodes}
+        exact_ops, prefix_ops = {}, {}
+        for i, route in enumerate(batch.puts):
+            idx = self._node_index(route.next_hop, batch_nodes, f"routes[{i}]")
+            if isinstance(route, ExactRoute):
+                exact_ops[route.key] = idx
+            else:
+                prefix_ops[route.ident] = idx
+        for i, ref in enumerate(batch.deletes):
+            if isinstance(ref, ExactRoute):
+                if exact_ops.get(ref.key, self.exact.get(ref.key)) is None:
+                    raise RouteError(f"routes[{i}]: no exact route for key {ref.text!r}", "route_not_found")
+                exact_ops[ref.key] = None
+            else:
+                if prefix_ops.get(ref.ident, self.prefixes.get(ref.ident)) is None:
+                    raise RouteError(f"routes[{i}]: no route for prefix {ref.text!r}", "route_not_found")
+                prefix_ops[ref.ident] = None
+        default = self.default
+        if batch.default_route is not None:
+            default = self._node_index(batch.default_route, batch_nodes, "default_route")
+        # Everything validated: now stage.
+        self.nodes = new_nodes
+        self._nodes_changed |= bool(batch.nodes)
+        for key, idx in exact_ops.items():
+            if idx is None:
+                self.exact.pop(key, None)
+            else:
+                self.exact[key] = idx
+        for ident, idx in prefix_ops.items():
+            if idx is None:
+                self.prefixes.pop(ident, None)
+            else:
+                self.prefixes[ident] = idx
+        self.default = default
+        self._touched_exact.update(exact_ops)
+        self._touched_prefix.update(prefix_ops)
+
+    def load(self, route_sets):
+        """Stage the contents of route files (``RouteSet``s) in order, as one batch each."""
+        for rs in route_sets:
+            self.stage(Batch(nodes=rs.nodes, puts=rs.routes, default_route=rs.default_route))
+
+    # ---- building snapshots ----------------------------------------------------------------
+
+    def build(self, previous=None):
+        """The next snapshot: incremental from ``previous`` when given, else from scratch."""
+        self.epoch += 1
+        if previous is None:
+            exact, cra = self._build_full()
+        else:
+            exact, cra = self._build_incremental(previous)
+        self._touched_exact.clear()
+        self._touched_prefix.clear()
+        self._nodes_changed = False
+        snap = Snapshot(epoch=self.epoch, nodes=self.nodes, exact=exact, default=self.default, **cra)
+        return snap.freeze()
+
+    def _build_full(self):
+        keys = list(self.exact)
+        exact = FitTable.build(keys, [self.exact[k] for k in keys], load_factor=self.fit_load_factor, capacity=self.fit_capacity)
+        per_family = {f: [] for f in FAMILIES}
+        for (family, network, plen), idx in self.prefixes.items():
+            per_family[family].append((network, plen, idx))
+        cra = {("names" if f == "name" else f): CraTable.build(f, per_family[f], initial_capacity=self.cra_initial_capacity)
+               for f in FAMILIES}
+        return exact, cra
+
+    def _build_incremental(self, prev):
+        upserts = [(k, self.exact[k]) for k in self._touched_exact if k in self.exact]
+        deletes = [k for k in self._touched_exact if k not in self.exact]
+        exact = prev.exact.updated(upserts, deletes) if (upserts or deletes) else prev.exact
+        cra = {}
+        for family in FAMILIES:
+            attr = "names" if family == "name" else family
+            touched = [t for t in self._touched_prefix if t[0] == family]
+            table = getattr(prev, attr)
+            if touched:
+                ups = [(t[1], t[2], self.prefixes[t]) for t in touched if t in self.prefixes]
+                dels = [(t[1], t[2]) for t in touched if t not in self.prefixes]
+                table = table.updated(ups, dels)
+            cra[attr] = table
+        return exact, cra
+
+    def rebuild_fit(self, previous, *, load_factor=None, capacity=None):
+        """A snapshot whose FIT is rebuilt at a new geometry (live tuning)."""
+        if load_factor is not None:
+            self.fit_load_factor = load_factor
+        if capacity is not None:
+            self.fit_capacity = capacity
+        self.epoch += 1
+        exact = previous.exact.rebuilt(load_factor=self.fit_load_factor, capacity=self.fit_capacity)
+        snap = Snapshot(epoch=self.epoch, nodes=previous.nodes, exact=exact, ipv4=previous.ipv4,
+                        ipv6=previous.ipv6, names=previous.names, default=previous.default)
+        return snap.freeze()
