@@ -77,6 +77,8 @@ class RouteSet:
     nodes: list = field(default_factory=list)
     routes: list = field(default_factory=list)
     default_route: str | None = None
+    where: list = field(default_factory=list)  # "file:line" of each route, for later errors
+    default_where: str = "default_route"
 
 
 def format_prefix(family, network, plen):
@@ -260,6 +262,7 @@ def _load_csv(path, text):
         if len(row) != 2:
             raise RouteError(f"{where}: expected 2 columns, got {len(row)}", "route_file")
         result.routes.append(parse_route({kind: row[0].strip(), "next_hop": row[1].strip()}, where))
+        result.where.append(where)
     return result
 
 
@@ -277,11 +280,14 @@ def _load_toml(path, text):
     for i, obj in enumerate(data.get("nodes", [])):
         result.nodes.append(parse_node(obj, _where(path, "nodes", i, node_lines)))
     for i, obj in enumerate(data.get("routes", [])):
-        result.routes.append(parse_route(obj, _where(path, "routes", i, route_lines)))
+        where = _where(path, "routes", i, route_lines)
+        result.routes.append(parse_route(obj, where))
+        result.where.append(where)
     default = data.get("default_route")
     if default is not None and (not isinstance(default, str) or not default):
         raise RouteError(f"{path}: default_route must be a node id string, got {_show(default)}", "route_file")
     result.default_route = default
+    result.default_where = f"{path}: default_route"
     return result
 
 

@@ -25,6 +25,8 @@ class Batch:
     puts: list = field(default_factory=list)
     deletes: list = field(default_factory=list)
     default_route: str | None = None
+    where: list | None = None  # where each put came from (route files); else "routes[i]"
+    default_where: str = "default_route"
 
     @property
     def size(self):
@@ -100,7 +102,7 @@ class RouteWriter:
         batch_nodes = {n.id: new_nodes.index[n.id] for n in batch.nodes}
         exact_ops, prefix_ops = {}, {}
         for i, route in enumerate(batch.puts):
-            idx = self._node_index(route.next_hop, batch_nodes, f"routes[{i}]")
+            idx = self._node_index(route.next_hop, batch_nodes, batch.where[i] if batch.where else f"routes[{i}]")
             if isinstance(route, ExactRoute):
                 exact_ops[route.key] = idx
             else:
@@ -116,7 +118,7 @@ class RouteWriter:
                 prefix_ops[ref.ident] = None
         default = self.default
         if batch.default_route is not None:
-            default = self._node_index(batch.default_route, batch_nodes, "default_route")
+            default = self._node_index(batch.default_route, batch_nodes, batch.default_where)
         # Everything validated: now stage.
         self.nodes = new_nodes
         self._nodes_changed |= bool(batch.nodes)
@@ -137,7 +139,8 @@ class RouteWriter:
     def load(self, route_sets):
         """Stage the contents of route files (``RouteSet``s) in order, as one batch each."""
         for rs in route_sets:
-            self.stage(Batch(nodes=rs.nodes, puts=rs.routes, default_route=rs.default_route))
+            self.stage(Batch(nodes=rs.nodes, puts=rs.routes, default_route=rs.default_route, where=rs.where,
+                             default_where=rs.default_where))
 
     # ---- building snapshots ----------------------------------------------------------------
 
