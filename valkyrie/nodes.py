@@ -31,6 +31,7 @@ class NodeTable:
     def __init__(self, nodes=()):
         self._nodes = tuple(nodes)
         self.ids = tuple(n.id for n in self._nodes)
+        self.id_bytes = tuple(i.encode("utf-8") for i in self.ids)
         self.index = {node_id: i for i, node_id in enumerate(self.ids)}
         self.columns = {name: np.fromiter((getattr(n, name) for n in self._nodes), dtype=dt, count=len(self._nodes))
                         for name, dt in _COLUMNS}

@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 
+import numpy as np
 import orjson
 from aiohttp import web
 
@@ -222,6 +223,57 @@ async def post_route(request):
     return _json({"epoch": epoch, "results": results})
 
 
+def _split_packed(body, limit):
+    """Newline-separated keys -> (data, offsets) without the separators; 400 naming the first bad key."""
+    if not body:
+        raise ApiError(400, "invalid_body", "request body is empty; send keys separated by newlines")
+    if body.endswith(b"\n"):
+        body = body[:-1]
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body[: exc.start].count(b"\n")
+        raise ApiError(400, "invalid_key", f"keys[{line}] is not valid UTF-8") from None
+    arr = np.frombuffer(body, dtype=np.uint8)
+    newlines = np.flatnonzero(arr == 10)
+    n = newlines.size + 1
+    if n > limit:
+        raise ApiError(413, "batch_too_large", f"{n} keys; at most {limit} per request")
+    ends = np.empty(n, dtype=np.int64)
+    ends[:-1] = newlines
+    ends[-1] = arr.size
+    starts = np.empty(n, dtype=np.int64)
+    starts[0] = 0
+    starts[1:] = newlines + 1
+    lengths = ends - starts
+    bad = np.flatnonzero((lengths == 0) | (lengths > 1024))
+    if bad.size:
+        i = int(bad[0])
+        raise ApiError(400, "invalid_key", f"keys[{i}] is {'empty' if lengths[i] == 0 else 'longer than 1024 bytes'}")
+    if 0 in arr:
+        i = int(np.searchsorted(newlines, np.flatnonzero(arr == 0)[0]))
+        raise ApiError(400, "invalid_key", f"keys[{i}] contains a NUL byte")
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    data = np.delete(arr, newlines) if newlines.size else arr
+    return data, offsets
+
+
+async def post_route_packed(request):
+    """Bulk form: keys one per line in, next-hop ids one per line out (empty line: no route)."""
+    st = request.app[STATE]
+    _require_ready(st)
+    body = await request.read()
+    started = time.perf_counter()
+    data, offsets = _split_packed(body, st.max_keys)
+    with st.rcu.read() as snap:
+        res = snap.resolve_packed(data, offsets)
+        out = snap.next_hops(res)
+        epoch = snap.epoch
+    st.metrics.observe_request(time.perf_counter() - started, len(res), st.budget)
+    return web.Response(body=out, content_type="text/plain", headers={"X-Valkyrie-Epoch": str(epoch)})
+
+
 async def put_routes(request):
     """Add or replace nodes and routes in one all-or-nothing batch; answers after publish."""
     st = request.app[STATE]
@@ -370,6 +422,7 @@ def create_app(config: Config, *, state=None) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/v1/route/{key:.+}", get_route)
     app.router.add_post("/v1/route", post_route)
+    app.router.add_post("/v1/route/packed", post_route_packed)
     app.router.add_put("/v1/routes", put_routes)
     app.router.add_delete("/v1/routes", delete_routes)
     app.router.add_get("/config/status", config_status)

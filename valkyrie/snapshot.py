@@ -21,14 +21,14 @@ KIND_NAME, KIND_V4, KIND_V6 = 0, 4, 6
 class Resolution:
     """Column-wise answers for a batch of keys."""
 
-    __slots__ = ("keys", "node", "match", "plen", "kind", "v4", "v6hi", "v6lo")
+    __slots__ = ("data", "offsets", "node", "match", "plen", "kind", "v4", "v6hi", "v6lo")
 
-    def __init__(self, keys, node, match, plen, kind, v4, v6hi, v6lo):
-        self.keys, self.node, self.match, self.plen = keys, node, match, plen
+    def __init__(self, data, offsets, node, match, plen, kind, v4, v6hi, v6lo):
+        self.data, self.offsets, self.node, self.match, self.plen = data, offsets, node, match, plen
         self.kind, self.v4, self.v6hi, self.v6lo = kind, v4, v6hi, v6lo
 
     def __len__(self):
-        return len(self.keys)
+        return self.offsets.shape[0] - 1
 
 
 class Snapshot:
@@ -69,8 +69,11 @@ class Snapshot:
 
     def resolve(self, keys):
         """Resolve a list of key ``bytes``; returns a ``Resolution``."""
-        n = len(keys)
-        data, offsets = pack_keys(keys)
+        return self.resolve_packed(*pack_keys(keys))
+
+    def resolve_packed(self, data, offsets):
+        """Resolve keys already packed in an arena (``valkyrie.keys.pack_keys`` form)."""
+        n = offsets.shape[0] - 1
         node = self.exact.lookup(data, offsets)
         match = np.where(node >= 0, EXACT, NONE).astype(np.int8)
         plen = np.full(n, -1, dtype=np.int16)
@@ -84,13 +87,19 @@ class Snapshot:
             self._fill(sel, *self.ipv6.lookup_ipv6(v6hi[sel], v6lo[sel]), node, match, plen)
         sel = np.flatnonzero(missing & (kind == KIND_NAME))
         if sel.size and len(self.names):
-            sub_data, sub_offsets = (data, offsets) if sel.size == n else pack_keys([keys[i] for i in sel])
-            self._fill(sel, *self.names.lookup_keys(sub_data, sub_offsets), node, match, plen)
+            # One pass over the whole arena is cheaper than gathering the name keys into a new one.
+            values, plens = self.names.lookup_keys(data, offsets)
+            self._fill(sel, values[sel], plens[sel], node, match, plen)
         if self.default >= 0:
             unresolved = node < 0
             node[unresolved] = self.default
             match[unresolved] = DEFAULT
-        return Resolution(keys, node, match, plen, kind, v4, v6hi, v6lo)
+        return Resolution(data, offsets, node, match, plen, kind, v4, v6hi, v6lo)
+
+    def next_hops(self, res):
+        """Next-hop ids of a ``Resolution`` as one newline-separated bytes (empty line: no route)."""
+        ids = self.nodes.id_bytes
+        return b"\n".join([ids[nh] if nh >= 0 else b"" for nh in res.node.tolist()])
 
     @staticmethod
     def _fill(sel, values, plens, node, match, plen):
@@ -126,4 +135,5 @@ def prefix_text(res, i):
         a = (int(res.v6hi[i]) << 64) | int(res.v6lo[i])
         a &= ((1 << 128) - 1) ^ ((1 << (128 - plen)) - 1)
         return f"{ipaddress.IPv6Address(a)}/{plen}"
-    return res.keys[i][: plen // 8].decode("utf-8", errors="replace")
+    start = int(res.offsets[i])
+    return res.data[start:start + plen // 8].tobytes().decode("utf-8", errors="replace")
