@@ -1,0 +1,189 @@
+"""Text-address kernels: classify packed keys as IPv4, IPv6 or a name, and parse the value.
+
+Acceptance follows Python's ``ipaddress.ip_address(str)`` exactly (same rules, same order of
+preference: IPv4 first), except that a scoped IPv6 address (``fe80::1%eth0``) is a name.
+"""
+
+import numpy as np
+
+from jit._policy import kernel
+
+__all__ = ["KIND_NAME", "KIND_IPV4", "KIND_IPV6", "parse_addresses"]
+
+KIND_NAME = 0
+KIND_IPV4 = 4
+KIND_IPV6 = 6
+
+_DOT = 46
+_COLON = 58
+
+
+@kernel
+def _parse_ipv4(data, s, e):
+    """Return (ok, value) for a dotted quad in data[s:e]: four 0..255 decimals, no leading zeros."""
+    if e <= s:
+        return False, np.int64(0)
+    value = np.int64(0)
+    octets = 0
+    i = s
+    while True:
+        j = i
+        while j < e and data[j] != _DOT:
+            c = data[j]
+            if c < 48 or c > 57:
+                return False, np.int64(0)
+            j += 1
+        n = j - i
+        if n == 0 or n > 3 or (n > 1 and data[i] == 48):
+            return False, np.int64(0)
+        octet = 0
+        for k in range(i, j):
+            octet = octet * 10 + (data[k] - 48)
+        if octet > 255:
+            return False, np.int64(0)
+        value = value * 256 + octet
+        octets += 1
+        if j == e:
+            break
+        if octets == 4:
+            return False, np.int64(0)
+        i = j + 1
+    return octets == 4, value
+
+
+@kernel
+def _hextet(data, s, e):
+    """Value of 1..4 hex digits in data[s:e], or -1."""
+    n = e - s
+    if n < 1 or n > 4:
+        return -1
+    v = 0
+    for k in range(s, e):
+        c = data[k]
+        if 48 <= c <= 57:
+            d = c - 48
+        elif 97 <= c <= 102:
+            d = c - 87
+        elif 65 <= c <= 70:
+            d = c - 55
+        else:
+            return -1
+        v = v * 16 + d
+    return v
+
+
+@kernel
+def _parse_ipv6(data, s, e, pstart, pend, pval, pempty):
+    """Return (ok, hi, lo) for IPv6 text in data[s:e]; the arrays are caller scratch (10 each)."""
+    zero = np.uint64(0)
+    if e <= s:
+        return False, zero, zero
+    for k in range(s, e):
+        # '/' is rejected by ipaddress; '%' (a zone) is a name here.
+        if data[k] == 37 or data[k] == 47:
+            return False, zero, zero
+    nparts = 0
+    ps = s
+    for j in range(s, e + 1):
+        if j == e or data[j] == _COLON:
+            # More than 9 parts can never become a valid address.
+            if nparts == 9:
+                return False, zero, zero
+            pstart[nparts] = ps
+            pend[nparts] = j
+            nparts += 1
+            ps = j + 1
+    if nparts < 3:
+        return False, zero, zero
+    for k in range(nparts):
+        pempty[k] = pend[k] == pstart[k]
+        pval[k] = _hextet(data, pstart[k], pend[k])
+    last = nparts - 1
+    has_dot = False
+    for k in range(pstart[last], pend[last]):
+        if data[k] == _DOT:
+            has_dot = True
+    total = nparts
+    if has_dot:
+        ok4, v4 = _parse_ipv4(data, pstart[last], pend[last])
+        if not ok4:
+            return False, zero, zero
+        pval[last] = (v4 >> 16) & 0xFFFF
+        pempty[last] = False
+        pval[last + 1] = v4 & 0xFFFF
+        pempty[last + 1] = False
+        total = nparts + 1
+    if total > 9:
+        return False, zero, zero
+    skip = -1
+    for k in range(1, total - 1):
+        if pempty[k]:
+            if skip >= 0:
+                return False, zero, zero
+            skip = k
+    if skip >= 0:
+        nhi = skip
+        nlo = total - skip - 1
+        if pempty[0]:
+            nhi -= 1
+            if nhi != 0:
+                return False, zero, zero
+        if pempty[total - 1]:
+            nlo -= 1
+            if nlo != 0:
+                return False, zero, zero
+        if 8 - (nhi + nlo) < 1:
+            return False, zero, zero
+    else:
+        if total != 8 or pempty[0] or pempty[total - 1]:
+            return False, zero, zero
+        nhi = 8
+        nlo = 0
+    hi = zero
+    lo = zero
+    for w in range(8):
+        if w < nhi:
+            v = pval[w]
+        elif w >= 8 - nlo:
+            v = pval[total - (8 - w)]
+        else:
+            v = 0
+        if v < 0:
+            return False, zero, zero
+        if w < 4:
+            hi = (hi << np.uint64(16)) | np.uint64(v)
+        else:
+            lo = (lo << np.uint64(16)) | np.uint64(v)
+    return True, hi, lo
+
+
+@kernel
+def parse_addresses(data, offsets):
+    """Classify keys ``data[offsets[i]:offsets[i+1]]``: kind 4 (IPv4), 6 (IPv6) or 0 (a name).
+
+    Returns ``(kind int8[n], v4 uint32[n], v6hi uint64[n], v6lo uint64[n])``; values are host
+    order and zero where they do not apply.
+    """
+    n = offsets.shape[0] - 1
+    kind = np.zeros(n, np.int8)
+    v4 = np.zeros(n, np.uint32)
+    v6hi = np.zeros(n, np.uint64)
+    v6lo = np.zeros(n, np.uint64)
+    pstart = np.empty(10, np.int64)
+    pend = np.empty(10, np.int64)
+    pval = np.empty(10, np.int64)
+    pempty = np.empty(10, np.bool_)
+    for i in range(n):
+        s = offsets[i]
+        e = offsets[i + 1]
+        ok, v = _parse_ipv4(data, s, e)
+        if ok:
+            kind[i] = KIND_IPV4
+            v4[i] = np.uint32(v)
+            continue
+        ok6, hi, lo = _parse_ipv6(data, s, e, pstart, pend, pval, pempty)
+        if ok6:
+            kind[i] = KIND_IPV6
+            v6hi[i] = hi
+            v6lo[i] = lo
+    return kind, v4, v6hi, v6lo
