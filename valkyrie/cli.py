@@ -21,6 +21,8 @@ def _parser():
     )
     p.add_argument("--config", metavar="FILE", help=f"TOML config to run with (default {DEFAULT_CONFIG_PATH})")
     p.add_argument("--validate-config", metavar="FILE", help="check FILE and exit: 0 when valid, 2 listing every problem")
+    p.add_argument("--check-conflicts", metavar="FILE",
+                   help="check FILE for clashing settings (ports, memory, CPUs, threads, pool sizes) and ports in use; 0 or 2")
     p.add_argument("--host", help="override [server] host")
     p.add_argument("--port", type=int, help="override [server] port (0 picks a free port)")
     p.add_argument("--metrics-port", type=int, help="override [observability.metrics] port (0 picks a free port)")
@@ -53,11 +55,31 @@ def _validate(path):
     return EXIT_OK
 
 
+def _check(path):
+    from valkyrie.conflicts import check_conflicts
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    problems = check_conflicts(config)
+    if problems:
+        print(f"Error: {len(problems)} conflict(s) in {path}:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{path}: no conflicts")
+    return EXIT_OK
+
+
 def main(argv=None):
     """Entry point of the ``valkyrie-routing`` console script."""
     args = _parser().parse_args(argv)
     if args.validate_config:
         return _validate(args.validate_config)
+    if args.check_conflicts:
+        return _check(args.check_conflicts)
     try:
         config = load_config(args.config)
         for key, value in _overrides(args).items():

@@ -10,6 +10,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from valkyrie.system import memory_limit
 from valkyrie.units import parse_duration, parse_size
 
 __all__ = ["Config", "ConfigError", "Field", "SCHEMA", "load_config", "parse_config", "DEFAULT_CONFIG_PATH"]
@@ -242,6 +243,11 @@ def _semantic_checks(values):
         yield f'Performance budget "{_budget_text(budget)}" exceeds requirement of 82µs'
     if values["server.port"] == values["observability.metrics.port"] and values["server.port"] != 0 and values["observability.metrics.enable"]:
         yield "Port conflict between HTTP and metrics endpoint"
+    limit = memory_limit()
+    total = values["performance.memory.max_heap_size"] + values["caching.policies.max_cache_memory"]
+    if limit is not None and total > limit:
+        yield (f"Total memory allocation exceeds system limit: max_heap_size + max_cache_memory = "
+               f"{total / 1e9:.2f}GB but this machine allows {limit / 1e9:.2f}GB")
     path = values["observability.metrics.path"]
     if not path.startswith("/"):
         yield f"observability.metrics.path = {path!r} must start with '/'"
