@@ -88,8 +88,11 @@ def main(argv=None):
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(config["logging.level"], config["logging.format"], config["logging.file"])
-    from valkyrie.run import serve
+    from valkyrie.process import apply_process_settings
+    from valkyrie.run import hold_early_signals, serve
 
+    hold_early_signals()
+    apply_process_settings(config, argv if argv is not None else sys.argv[1:])
     try:
         return asyncio.run(serve(config))
     except SystemExit as exc:

@@ -62,6 +62,7 @@ SCHEMA = {
         "keepalive_timeout": _f("duration", 60.0, "idle time before a keep-alive connection closes"),
         "max_batch_keys": _f("int", 100000, "keys accepted in one lookup or update batch", minimum=1),
         "max_body_size": _f("size", 64 * 2**20, "largest request body accepted"),
+        "admin_token_file": _f("path", "", "file holding the bearer token for update and admin endpoints"),
     },
     "routing": {
         "connection_pool_size": _f("int", 1000, "concurrent requests admitted before queueing", minimum=1),
@@ -92,7 +93,7 @@ SCHEMA = {
         "enable_memory_profiling": _f("bool", False, "run tracemalloc so SIGUSR1 heap profiles show allocations"),
         "gc_threshold": _f("size", 4 * 10**9, "RSS above which a GC and RCU reclaim are forced"),
         "max_heap_size": _f("size", 4 * 10**9, "memory the route tables may use"),
-        "heap_profile_path": _f("path", "valkyrie-heap.txt", "where SIGUSR1 writes the heap profile"),
+        "heap_profile_path": _f("path", "", "where SIGUSR1 writes the heap profile (empty: the temp dir)"),
     },
     "caching.policies": {
         "max_cache_memory": _f("size", 2 * 10**9, "memory the route cache may use"),

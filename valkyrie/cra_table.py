@@ -512,37 +512,33 @@ def _as_arena(data, offsets):
 # -- invariant walks (tests) -------------------------------------------------------------------
 
 def _check_ip(t):
-    width = t._width
+    bits = 8 * t._width
     seen = set()
-    stack = [(t._root, t._root_depth, 0, 16, 0)]
+    stack = [(t._root, t._root_depth, 16, 0)]
     while stack:
-        arr, dep, base, boundary, prefix_bits = stack.pop()
-        count = _ROOT_SIZE if boundary == 16 else 256
+        block, dblock, boundary, above = stack.pop()
         stride = 16 if boundary == 16 else 8
-        for j in range(count):
-            e = int(arr[base + j])
-            addr = (prefix_bits << stride) | j
-            if e & 1 == 0:
-                c = e >> 1
-                assert c not in seen, f"node {c} reached twice"
-                assert c < int(t._meta[K.M_NODES])
-                seen.add(c)
-                block = t._slots[c * 256:(c + 1) * 256]
-                dblock = t._depth[c * 256:(c + 1) * 256]
-                assert not ((block == block[0]).all() and (dblock == dblock[0]).all()
-                            and block[0] & 1), f"node {c} is uniform"
-                stack.append((t._slots, t._depth, c * 256, boundary + 8, addr))
-                continue
-            r = e >> 1
-            d = int(dep[base + j])
-            if r < 0:
-                assert d == 0
-                continue
+        leaf = (block & 1) == 1
+        rids = block >> 1
+        assert (dblock[leaf & (rids < 0)] == 0).all(), "empty entry with a depth"
+        for j in np.flatnonzero(~leaf).tolist():
+            c = int(rids[j])
+            assert c not in seen and c < int(t._meta[K.M_NODES]), f"node {c} reached twice"
+            seen.add(c)
+            child, dchild = t._slots[c * 256:(c + 1) * 256], t._depth[c * 256:(c + 1) * 256]
+            assert not ((child == child[0]).all() and (dchild == dchild[0]).all()
+                        and child[0] & 1), f"node {c} is uniform"
+            stack.append((child, dchild, boundary + 8, (above << stride) | j))
+        for r in np.unique(rids[leaf & (rids >= 0)]).tolist():
+            js = np.flatnonzero(leaf & (rids == r))
+            d = int(t._rule_plen[r])
             assert t._rule_live[r], f"entry points at dead route {r}"
-            assert int(t._rule_plen[r]) == d, f"depth {d} != plen of route {r}"
-            assert d <= boundary
-            rule = int.from_bytes(t._rule_bytes[t._rule_off[r]:t._rule_off[r] + width].tobytes(), "big")
-            assert (addr << (8 * width - boundary)) >> (8 * width - d) == rule >> (8 * width - d)
+            assert (dblock[js] == d).all() and d <= boundary, f"depth != plen of route {r}"
+            start = int(t._rule_off[r])
+            rule = int.from_bytes(t._rule_bytes[start:start + t._width].tobytes(), "big")
+            for j in (int(js[0]), int(js[-1])):
+                addr = (above << stride) | j
+                assert addr >> (boundary - d) == rule >> (bits - d), f"route {r} outside range"
     return len(seen)
 
 

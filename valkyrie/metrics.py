@@ -89,11 +89,19 @@ class Metrics:
         self.compile_seconds = Gauge("valkyrie_kernel_compile_seconds", "Time to compile or load every kernel at start-up", registry=r)
         self.in_flight = Gauge("valkyrie_connection_pool_active", "Requests being handled now", registry=r)
         r.register(_StateCollector(self))
+        self.decisions_total = 0
+        self.errors_total = 0
+
+    def count_error(self, code):
+        """Count one request answered with error ``code``."""
+        self.errors.labels(code).inc()
+        self.errors_total += 1
 
     def observe_request(self, seconds, keys, budget):
         """Record one routing request of ``keys`` decisions taking ``seconds``."""
         self.latency.observe(seconds)
         self.requests.inc(keys)
+        self.decisions_total += keys
         if seconds > budget:
             self.budget_violations.inc()
 

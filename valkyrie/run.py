@@ -6,9 +6,38 @@ import signal
 
 from aiohttp import web
 
+from valkyrie.admin import TOKEN_ENV, is_loopback
+from valkyrie.maintenance import force_reclaim, write_heap_profile
+from valkyrie.reload import reload_config
 from valkyrie.server import BOOT_FAILED, ServerState, create_app, create_metrics_app
 
-__all__ = ["serve"]
+__all__ = ["serve", "hold_early_signals"]
+
+_EARLY = []
+
+
+def hold_early_signals():
+    """Queue SIGHUP/USR1/USR2 that arrive before the event loop is up (their default action kills)."""
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda signum, frame: _EARLY.append(signum))
+
+
+def _install_signals(loop, state, stop):
+    def on_hup():
+        loop.create_task(reload_config(state, "SIGHUP"))
+
+    def on_usr1():
+        loop.run_in_executor(None, write_heap_profile, state)
+
+    def on_usr2():
+        loop.run_in_executor(None, force_reclaim, state)
+
+    handlers = {signal.SIGHUP: on_hup, signal.SIGUSR1: on_usr1, signal.SIGUSR2: on_usr2,
+                signal.SIGTERM: stop.set, signal.SIGINT: stop.set}
+    for sig, fn in handlers.items():
+        loop.add_signal_handler(sig, fn)
+    while _EARLY:
+        handlers[_EARLY.pop(0)]()
 
 log = logging.getLogger("valkyrie.run")
 
@@ -26,11 +55,18 @@ async def _start_site(runner, host, port, what):
 
 async def serve(config, *, on_ready=None):
     """Serve until SIGTERM/SIGINT (exit status 0) or a failed start (status 2)."""
-    state = ServerState(config)
+    host = config["server.host"]
+    try:
+        state = ServerState(config)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    if state.admin_token is None and not is_loopback(host):
+        raise SystemExit(f"refusing to serve update and admin endpoints on {host} without an admin token: "
+                         f"set {TOKEN_ENV} or [server] admin_token_file, or bind to 127.0.0.1")
     app = create_app(config, state=state)
     runners = [web.AppRunner(app, access_log=None, keepalive_timeout=config["server.keepalive_timeout"])]
     try:
-        http = await _start_site(runners[0], config["server.host"], config["server.port"], "HTTP")
+        http = await _start_site(runners[0], host, config["server.port"], "HTTP")
         metrics_at = None
         if config["observability.metrics.enable"]:
             runners.append(web.AppRunner(create_metrics_app(state), access_log=None))
@@ -41,9 +77,7 @@ async def serve(config, *, on_ready=None):
         if on_ready is not None:
             on_ready(http, metrics_at)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        _install_signals(asyncio.get_running_loop(), state, stop)
         stop_wait = asyncio.create_task(stop.wait())
         boot_wait = asyncio.create_task(app[BOOT_FAILED].wait())
         await asyncio.wait({stop_wait, boot_wait}, return_when=asyncio.FIRST_COMPLETED)

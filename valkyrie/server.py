@@ -9,6 +9,7 @@ answer 503 until the router is ready. Every error is
 import asyncio
 import logging
 import time
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 
@@ -16,9 +17,12 @@ import numpy as np
 import orjson
 from aiohttp import web
 
+from valkyrie.admin import add_admin_routes, check_token, load_admin_token, requires_token
 from valkyrie.config import Config
+from valkyrie.logs import setup_logging
 from valkyrie.metrics import Metrics
 from valkyrie.publisher import Publisher
+from valkyrie.reload import watch_config_file
 from valkyrie.rcu import RcuDomain
 from valkyrie.routes import RouteError, load_route_file, parse_key
 from valkyrie.warmup import warm_kernels
@@ -27,6 +31,7 @@ from valkyrie.writer import RouteWriter, parse_delete, parse_put
 __all__ = ["create_app", "create_metrics_app", "ServerState", "STATE", "BOOT_FAILED", "ApiError"]
 
 log = logging.getLogger("valkyrie.server")
+perf = logging.getLogger("valkyrie.performance")
 
 # RouteError codes -> HTTP status.
 _STATUS = {"batch_too_large": 413, "unknown_next_hop": 422, "route_not_found": 404, "unknown_table": 404}
@@ -55,6 +60,9 @@ class ServerState:
         self.publisher = Publisher(self.writer, self.rcu, self.executor,
                                    max_pending=config["routing.lockfree.rcu_max_pending_updates"])
         self.metrics = Metrics(self.metrics_state)
+        self.file_config = config
+        self.last_reload = None
+        self.admin_token = load_admin_token(config)
         self.ready = False
         self.boot_error = None
         self.started_at = time.time()
@@ -66,6 +74,30 @@ class ServerState:
         self.default_table = config["routing.default_table"]
         self._fit_base = {"collisions": 0, "operations": 0}
         self._fit_last = None
+
+    async def apply_live(self, values, *, source):
+        """Apply already-validated ``{"section.key": value}`` to the running server."""
+        if not values:
+            return
+        cfg = self.config.with_overrides(**values)
+        lf, cap = "routing.lockfree.fit_load_factor", "routing.lockfree.fit_capacity"
+        if (lf in values or cap in values) and self.ready:
+            await self.publisher.submit_job(
+                lambda writer, current: writer.rebuild_fit(current, load_factor=cfg[lf], capacity=cfg[cap]))
+        else:
+            self.writer.fit_load_factor, self.writer.fit_capacity = cfg[lf], cfg[cap]
+        self.rcu.grace_period = cfg["routing.lockfree.rcu_grace_period"]
+        self.publisher.max_pending = cfg["routing.lockfree.rcu_max_pending_updates"]
+        self.budget = cfg["performance.performance_budget"]
+        self.max_keys = cfg["server.max_batch_keys"]
+        if any(k.startswith("logging.") for k in values):
+            setup_logging(cfg["logging.level"], cfg["logging.format"], cfg["logging.file"])
+        if cfg["performance.memory.enable_memory_profiling"] and not tracemalloc.is_tracing():
+            tracemalloc.start(8)
+        elif not cfg["performance.memory.enable_memory_profiling"] and tracemalloc.is_tracing():
+            tracemalloc.stop()
+        self.config = cfg
+        log.info("applied live (%s): %s", source, ", ".join(f"{k}={v}" for k, v in sorted(values.items())))
 
     def on_publish(self, snap):
         """Carry FIT counters across snapshots so the exported counters never go backwards."""
@@ -312,6 +344,8 @@ async def config_status(request):
         "ready": st.ready,
         "epoch": st.rcu.current.epoch if st.rcu.ready else 0,
         "values": dict(cfg.items()),
+        "last_reload": st.last_reload,
+        "admin_token_required": st.admin_token is not None,
     })
 
 
@@ -327,26 +361,28 @@ async def errors_and_limits(request, handler):
     endpoint = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     if st.in_flight >= st.config["routing.max_concurrent_requests"]:
         st.exhausted += 1
-        st.metrics.errors.labels("overloaded").inc()
+        st.metrics.count_error("overloaded")
         return _json(_error_body("overloaded", "Connection pool exhausted: too many requests in flight"), status=503)
     st.in_flight += 1
     try:
+        if requires_token(request) and (denied := check_token(request, st.admin_token)):
+            raise ApiError(*denied)
         response = await handler(request)
     except ApiError as exc:
-        st.metrics.errors.labels(exc.code).inc()
+        st.metrics.count_error(exc.code)
         response = _json(_error_body(exc.code, exc.message), status=exc.status)
     except web.HTTPException as exc:
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.text if exc.status != 404 else f"no endpoint {request.method} {request.path}"
         if exc.status == 413:
             message = f"request body too large; the limit is {st.config['server.max_body_size']} bytes"
-        st.metrics.errors.labels(code).inc()
+        st.metrics.count_error(code)
         response = _json(_error_body(code, message), status=exc.status)
         if exc.status == 405:
             response.headers["Allow"] = exc.headers.get("Allow", "")
     except Exception:
         log.exception("ERROR handling %s %s", request.method, request.path)
-        st.metrics.errors.labels("internal_error").inc()
+        st.metrics.count_error("internal_error")
         response = _json(_error_body("internal_error", "internal error; see the server log"), status=500)
     finally:
         st.in_flight -= 1
@@ -399,11 +435,31 @@ async def _rotate_loop(st, every=10.0):
         st.metrics.latency.rotate()
 
 
+async def _performance_log_loop(st):
+    last_requests, last_errors, last_t = 0.0, 0.0, time.monotonic()
+    while True:
+        await asyncio.sleep(st.config["logging.performance_interval"])
+        now = time.monotonic()
+        requests, errors = st.metrics.decisions_total, st.metrics.errors_total
+        q = st.metrics.latency.quantiles((0.5, 0.99))
+        perf.info("performance p50_us=%.1f p99_us=%.1f throughput_ops=%.0f errors=%d budget_us=%.0f",
+                  _us(q[0.5]), _us(q[0.99]), (requests - last_requests) / (now - last_t), errors - last_errors,
+                  st.budget * 1e6)
+        if q[0.99] == q[0.99] and q[0.99] > st.budget:
+            perf.warning("WARN Performance budget exceeded: P99 %.1fus > %.0fus", _us(q[0.99]), st.budget * 1e6)
+        last_requests, last_errors, last_t = requests, errors, now
+
+
+def _us(seconds):
+    return seconds * 1e6 if seconds == seconds else 0.0
+
+
 async def _background(app):
     st = app[STATE]
     st.publisher.on_publish = st.on_publish
     tasks = [asyncio.create_task(coro) for coro in
-             (_boot(app), st.publisher.run(), _reclaim_loop(st), _rotate_loop(st))]
+             (_boot(app), st.publisher.run(), _reclaim_loop(st), _rotate_loop(st), watch_config_file(st),
+              _performance_log_loop(st))]
     yield
     for task in tasks:
         task.cancel()
@@ -426,6 +482,7 @@ def create_app(config: Config, *, state=None) -> web.Application:
     app.router.add_put("/v1/routes", put_routes)
     app.router.add_delete("/v1/routes", delete_routes)
     app.router.add_get("/config/status", config_status)
+    add_admin_routes(app, STATE, _json, ApiError)
     app.cleanup_ctx.append(_background)
     return app
 

@@ -1,0 +1,81 @@
+"""Admin access: the bearer-token check for state-changing endpoints, and the admin actions themselves."""
+
+import hmac
+import ipaddress
+import os
+from pathlib import Path
+
+from valkyrie.maintenance import force_reclaim, write_heap_profile
+from valkyrie.reload import reload_config
+
+__all__ = ["load_admin_token", "is_loopback", "requires_token", "check_token", "add_admin_routes", "TOKEN_ENV"]
+
+TOKEN_ENV = "VALKYRIE_ADMIN_TOKEN"
+
+
+def load_admin_token(config):
+    """The configured admin token (environment first, then ``[server] admin_token_file``), or None."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if token:
+        return token
+    path = config["server.admin_token_file"]
+    if not path:
+        return None
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read admin token file {path}: {exc.strerror}") from None
+    if not token:
+        raise ValueError(f"admin token file {path} is empty")
+    return token
+
+
+def is_loopback(host):
+    """True for addresses only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def requires_token(request):
+    """Whether ``request`` changes state (route updates and every /admin endpoint)."""
+    return request.path.startswith("/admin/") or (request.path == "/v1/routes" and request.method in ("PUT", "DELETE", "PATCH"))
+
+
+def check_token(request, token):
+    """None when allowed, else ``(status, code, message)``: 401 without credentials, 403 with wrong ones."""
+    if token is None:
+        return None
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return 401, "unauthorized", "this endpoint needs 'Authorization: Bearer <admin token>'"
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return 403, "forbidden", "the admin token is wrong"
+    return None
+
+
+def add_admin_routes(app, state_key, json_response, api_error):
+    """Register the admin endpoints on ``app``."""
+
+    async def reload(request):
+        st = request.app[state_key]
+        result = await reload_config(st, "POST /admin/reload")
+        if result["result"] != "ok":
+            raise api_error(422, "config_invalid", result["error"])
+        return json_response(result)
+
+    async def gc(request):
+        return json_response(force_reclaim(request.app[state_key]))
+
+    async def heap_dump(request):
+        path = write_heap_profile(request.app[state_key])
+        return json_response({"path": str(path)})
+
+    app.router.add_post("/admin/reload", reload)
+    app.router.add_post("/admin/gc", gc)
+    app.router.add_post("/admin/heap-dump", heap_dump)
+    return app

@@ -1,0 +1,48 @@
+"""Process-wide settings applied before serving: jemalloc (by re-exec) and CPU affinity."""
+
+import ctypes.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["apply_process_settings", "find_jemalloc"]
+
+log = logging.getLogger("valkyrie.process")
+
+_JEMALLOC_PATHS = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+                   "/usr/lib/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2")
+_REEXEC_MARK = "VALKYRIE_JEMALLOC_REEXEC"
+
+
+def find_jemalloc():
+    """Path of libjemalloc on this machine, or None."""
+    for path in _JEMALLOC_PATHS:
+        if Path(path).exists():
+            return path
+    name = ctypes.util.find_library("jemalloc")
+    return name if name and Path(name).is_absolute() else None
+
+
+def apply_process_settings(config, argv):
+    """Honour ``enable_jemalloc`` (re-exec with LD_PRELOAD; never returns then) and ``cpu_cores``."""
+    if config["enable_jemalloc"] and "jemalloc" not in os.environ.get("LD_PRELOAD", ""):
+        lib = find_jemalloc()
+        if lib is None:
+            log.warning("WARN enable_jemalloc = true but libjemalloc is not installed (apt-get install libjemalloc2); "
+                        "continuing with the system allocator")
+        elif os.environ.get(_REEXEC_MARK):
+            log.warning("WARN jemalloc preload did not take effect; continuing with the system allocator")
+        else:
+            env = dict(os.environ, LD_PRELOAD=" ".join(filter(None, [lib, os.environ.get("LD_PRELOAD")])),
+                       **{_REEXEC_MARK: "1"})
+            log.info("re-executing with %s preloaded", lib)
+            sys.stderr.flush()
+            os.execve(sys.executable, [sys.executable, "-m", "valkyrie.cli", *argv], env)
+    cores = config["cpu_cores"]
+    if cores:
+        try:
+            os.sched_setaffinity(0, cores)
+            log.info("pinned to CPUs %s", sorted(os.sched_getaffinity(0)))
+        except OSError as exc:
+            log.warning("WARN cannot pin to cpu_cores %s: %s; running unpinned", cores, exc.strerror)
