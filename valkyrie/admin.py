@@ -5,8 +5,12 @@ import ipaddress
 import os
 from pathlib import Path
 
+import orjson
+
+from valkyrie.config import ConfigError
 from valkyrie.maintenance import force_reclaim, write_heap_profile
 from valkyrie.reload import reload_config
+from valkyrie.tuning import apply_tuning, tuning_view
 
 __all__ = ["load_admin_token", "is_loopback", "requires_token", "check_token", "add_admin_routes", "TOKEN_ENV"]
 
@@ -75,6 +79,23 @@ def add_admin_routes(app, state_key, json_response, api_error):
         path = write_heap_profile(request.app[state_key])
         return json_response({"path": str(path)})
 
+    async def get_tuning(request):
+        return json_response(tuning_view(request.app[state_key]))
+
+    async def patch_tuning(request):
+        st = request.app[state_key]
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise api_error(400, "malformed_json", f"malformed JSON: {exc}") from None
+        try:
+            view = await apply_tuning(st, body)
+        except ConfigError as exc:
+            raise api_error(400, "invalid_tuning", "; ".join(exc.problems)) from None
+        return json_response({"epoch": st.rcu.current.epoch if st.rcu.ready else 0, "tuning": view})
+
+    app.router.add_get("/admin/tuning", get_tuning)
+    app.router.add_patch("/admin/tuning", patch_tuning)
     app.router.add_post("/admin/reload", reload)
     app.router.add_post("/admin/gc", gc)
     app.router.add_post("/admin/heap-dump", heap_dump)

@@ -13,7 +13,8 @@ from pathlib import Path
 from valkyrie.system import memory_limit
 from valkyrie.units import parse_duration, parse_size
 
-__all__ = ["Config", "ConfigError", "Field", "SCHEMA", "load_config", "parse_config", "DEFAULT_CONFIG_PATH"]
+__all__ = ["Config", "ConfigError", "Field", "SCHEMA", "load_config", "parse_config", "validate_updates",
+           "DEFAULT_CONFIG_PATH"]
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
 
@@ -257,6 +258,32 @@ def _semantic_checks(values):
 def _budget_text(seconds):
     us = seconds * 1e6
     return f"{us:g}us"
+
+
+def validate_updates(config, raw):
+    """Parse ``{"section.key": raw_value}`` exactly as the file would be, against ``config``.
+
+    Returns the parsed values, or raises ``ConfigError`` listing every problem.
+    """
+    problems, parsed = [], {}
+    for dotted, value in raw.items():
+        section, _, key = dotted.rpartition(".")
+        field = SCHEMA.get(section, {}).get(key)
+        if field is None:
+            problems.append(f"unknown key {dotted!r}")
+            continue
+        try:
+            parsed[dotted] = _convert(field, value, None)
+        except ValueError as exc:
+            problems.append(f"{dotted}: {exc}")
+            continue
+        problems.extend(_range_checks(field, dotted, parsed[dotted]))
+    merged = dict(config.items())
+    merged.update(parsed)
+    problems.extend(p for p in _semantic_checks(merged) if p not in set(_semantic_checks(dict(config.items()))))
+    if problems:
+        raise ConfigError(problems)
+    return parsed
 
 
 def defaults():

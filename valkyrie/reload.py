@@ -57,6 +57,9 @@ async def reload_config(state, trigger):
                   "; ".join(exc.problems))
         return _finish(state, result)
     changed = state.file_config.diff(new)
+    # An edited file key wins over a live override of it; overrides of keys the edit left alone stay.
+    dropped = [k for k in state.overrides if k in changed]
+    kept = [k for k in state.overrides if k not in changed]
     live = [k for k in changed if k in LIVE_KEYS]
     restart = [k for k in changed if k not in LIVE_KEYS]
     try:
@@ -66,7 +69,10 @@ async def reload_config(state, trigger):
         log.error("ERROR hot.reload of %s could not be applied: %s", source, exc)
         return _finish(state, result)
     state.file_config = new
+    for k in dropped:
+        state.overrides.pop(k, None)
     result.update(result="ok", changed=changed, applied=live, restart_required=restart,
+                  overrides_dropped=dropped, overrides_kept=kept,
                   epoch=state.rcu.current.epoch if state.rcu.ready else 0)
     if restart:
         log.warning("WARN hot.reload of %s: %s changed but only take effect after a restart", source, ", ".join(restart))

@@ -61,6 +61,7 @@ class ServerState:
                                    max_pending=config["routing.lockfree.rcu_max_pending_updates"])
         self.metrics = Metrics(self.metrics_state)
         self.file_config = config
+        self.overrides = {}  # "section.key" -> value set live (PATCH /admin/tuning)
         self.last_reload = None
         self.admin_token = load_admin_token(config)
         self.ready = False
@@ -345,6 +346,7 @@ async def config_status(request):
         "epoch": st.rcu.current.epoch if st.rcu.ready else 0,
         "values": dict(cfg.items()),
         "last_reload": st.last_reload,
+        "live_overrides": st.overrides,
         "admin_token_required": st.admin_token is not None,
     })
 
