@@ -71,6 +71,8 @@ META_SIZE = 12
 _MODE_INSERT = 0
 _MODE_REPLACE = 1
 
+# Small helpers are inlined in numba IR: as real calls each array argument costs NRT
+# reference-count updates, which made a one-entry insert several times slower.
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
@@ -176,7 +178,7 @@ def _rule_alloc(rule_value, rule_plen, rule_off, rule_bytes, rule_hash, rule_liv
 # IP families: leaf-pushed stride trie
 # ----------------------------------------------------------------------------------------------
 
-@kernel
+@kernel(inline="always")
 def _ip_get(root, slots, pos):
     nr = root.shape[0]
     if pos < nr:
@@ -184,7 +186,7 @@ def _ip_get(root, slots, pos):
     return slots[pos - nr]
 
 
-@kernel
+@kernel(inline="always")
 def _ip_getd(root_depth, depth, pos):
     nr = root_depth.shape[0]
     if pos < nr:
@@ -192,7 +194,7 @@ def _ip_getd(root_depth, depth, pos):
     return depth[pos - nr]
 
 
-@kernel
+@kernel(inline="always")
 def _ip_set(root, root_depth, slots, depth, pos, e, d):
     nr = root.shape[0]
     if pos < nr:
@@ -203,7 +205,7 @@ def _ip_set(root, root_depth, slots, depth, pos, e, d):
         depth[pos - nr] = d
 
 
-@kernel
+@kernel(inline="always")
 def _ip_set_entry(root, slots, pos, e):
     nr = root.shape[0]
     if pos < nr:
@@ -212,7 +214,7 @@ def _ip_set_entry(root, slots, pos, e):
         slots[pos - nr] = e
 
 
-@kernel
+@kernel(inline="always")
 def _ip_child(root, root_depth, slots, depth, meta, pos):
     """Make the entry at ``pos`` point to a node this batch may write; -1 when full.
 
@@ -240,23 +242,15 @@ def _ip_child(root, root_depth, slots, depth, meta, pos):
     return c
 
 
-@kernel
-def _ip_touch(root, root_depth, slots, depth, pos, mode, plen, old_e, new_e, new_d, stack, sp):
-    """Apply the range update to one entry; children are pushed for a full-node pass."""
-    e = _ip_get(root, slots, pos)
-    if e & 1 == 0:
-        stack[sp] = pos
-        return sp + 1
-    d = _ip_getd(root_depth, depth, pos)
+@kernel(inline="always")
+def _ip_hit(mode, e, d, plen, old_e):
+    """Whether the range update rewrites leaf ``e`` of depth ``d``."""
     if mode == _MODE_INSERT:
-        if d <= plen:
-            _ip_set(root, root_depth, slots, depth, pos, new_e, new_d)
-    elif d == plen and e == old_e:
-        _ip_set(root, root_depth, slots, depth, pos, new_e, new_d)
-    return sp
+        return d <= plen
+    return d == plen and e == old_e
 
 
-@kernel
+@kernel(inline="always")
 def _ip_node_needs(slots, depth, c, mode, plen, old_e):
     """Whether a full-node pass over node ``c`` could change anything (avoids a useless copy)."""
     base = c * 256
@@ -264,11 +258,7 @@ def _ip_node_needs(slots, depth, c, mode, plen, old_e):
         e = slots[q]
         if e & 1 == 0:
             return True
-        d = depth[q]
-        if mode == _MODE_INSERT:
-            if d <= plen:
-                return True
-        elif d == plen and e == old_e:
+        if _ip_hit(mode, e, depth[q], plen, old_e):
             return True
     return False
 
@@ -284,9 +274,15 @@ def _ip_range(root, root_depth, slots, depth, meta, pfx, poff, plen, mode, old_e
     if plen <= 16:
         lo = idx
         cnt = np.int64(1) << (16 - plen)
+        # The hot loops index the arrays directly: helpers taking arrays cost far more here.
         for pos in range(lo, lo + cnt):
-            sp = _ip_touch(root, root_depth, slots, depth, pos, mode, plen, old_e, new_e, new_d,
-                           stack, sp)
+            e = root[pos]
+            if e & 1 == 0:
+                stack[sp] = pos
+                sp += 1
+            elif _ip_hit(mode, e, root_depth[pos], plen, old_e):
+                root[pos] = new_e
+                root_depth[pos] = new_d
     else:
         pos = idx
         boundary = 16
@@ -300,10 +296,15 @@ def _ip_range(root, root_depth, slots, depth, meta, pfx, poff, plen, mode, old_e
             boundary += 8
             if plen <= boundary:
                 cnt = np.int64(1) << (boundary - plen)
-                lo = nr + c * 256 + np.int64(pfx[poff + b])
+                lo = c * 256 + np.int64(pfx[poff + b])
                 for q in range(lo, lo + cnt):
-                    sp = _ip_touch(root, root_depth, slots, depth, q, mode, plen, old_e, new_e,
-                                   new_d, stack, sp)
+                    e = slots[q]
+                    if e & 1 == 0:
+                        stack[sp] = nr + q
+                        sp += 1
+                    elif _ip_hit(mode, e, depth[q], plen, old_e):
+                        slots[q] = new_e
+                        depth[q] = new_d
                 break
             pos = nr + c * 256 + np.int64(pfx[poff + b])
             b += 1
@@ -317,9 +318,14 @@ def _ip_range(root, root_depth, slots, depth, meta, pfx, poff, plen, mode, old_e
         c = _ip_child(root, root_depth, slots, depth, meta, pos)
         if c < 0:
             return FULL_NODES
-        for q in range(nr + c * 256, nr + c * 256 + 256):
-            sp = _ip_touch(root, root_depth, slots, depth, q, mode, plen, old_e, new_e, new_d,
-                           stack, sp)
+        for q in range(c * 256, c * 256 + 256):
+            e = slots[q]
+            if e & 1 == 0:
+                stack[sp] = nr + q
+                sp += 1
+            elif _ip_hit(mode, e, depth[q], plen, old_e):
+                slots[q] = new_e
+                depth[q] = new_d
     if mode == _MODE_REPLACE:
         # A delete can leave a node of identical leaves: fold it back into its parent entry.
         for k in range(npath - 1, -1, -1):
@@ -426,7 +432,7 @@ def ip_apply(width, root, root_depth, slots, depth, rule_value, rule_plen, rule_
 # Names: path-compressed byte trie
 # ----------------------------------------------------------------------------------------------
 
-@kernel
+@kernel(inline="always")
 def _nm_alloc(slots, nroute, skip_off, skip_len, meta):
     k = meta[M_NODES]
     if k >= nroute.shape[0] or (k + 1) * 256 > slots.shape[0]:
@@ -439,7 +445,7 @@ def _nm_alloc(slots, nroute, skip_off, skip_len, meta):
     return k
 
 
-@kernel
+@kernel(inline="always")
 def _nm_link(slots, meta, ppos, c):
     """Point the parent slot ``ppos`` (or the root when ppos < 0) at node ``c``."""
     if ppos < 0:
@@ -448,7 +454,7 @@ def _nm_link(slots, meta, ppos, c):
         slots[ppos] = np.int32(c << 1)
 
 
-@kernel
+@kernel(inline="always")
 def _nm_mutable(slots, nroute, skip_off, skip_len, meta, c, ppos):
     """Return node ``c`` or a copy of it this batch may write (relinked); -1 when full."""
     if c >= meta[M_NODE_MUT]:

@@ -86,7 +86,9 @@ class _Arena:
 
     def copied(self, meta, rule_live, caps):
         """A new arena holding one snapshot's used prefix, with at least ``caps`` room."""
-        caps = [max(need, have) for need, have in zip(caps, self.caps)]
+        # Grow by half when short, so a run of updates does not copy on every batch.
+        caps = [need if need <= have else max(need, have + have // 2)
+                for need, have in zip(caps, self.caps)]
         new = _Arena(self.family, *caps)
         nodes, rules, nbytes, skip = (int(meta[K.M_NODES]), int(meta[K.M_RULES]),
                                       int(meta[K.M_BYTES]), int(meta[K.M_SKIP]))
@@ -161,9 +163,12 @@ class CraTable:
         else:
             nodes = n + 2
             skip = int(off[-1]) + 1
+        # Headroom keeps the first updates from copying the arena (untouched pages cost no RAM).
+        nodes, rules, nbytes = (x + x // 4 + 256 for x in (nodes, n, int(off[-1])))
         if initial_capacity is not None:
-            nodes = max(nodes, int(initial_capacity))
-        empty = cls._empty(family, (nodes, n + 1, int(off[-1]) + 1, skip,
+            # A name table always holds its root node.
+            nodes = max(int(initial_capacity), 0 if width else 1)
+        empty = cls._empty(family, (nodes, rules, nbytes, skip + skip // 4 + 64 if skip else 0,
                                     _pow2_at_least(2 * (n + 1))))
         kinds = np.full(n, K.OP_UPSERT, np.int8)
         return empty._apply(kinds, data, off, plens, values, fresh=True)
@@ -396,30 +401,19 @@ def _check_family(family):
 def _pack_ops(family, upserts, deletes):
     """Validate routes into op arrays (kinds int8, data uint8, off int64[n+1], plens, values)."""
     width = _check_family(family)
-    prefixes, plens, values = [], [], []
-    for i, route in enumerate(upserts):
-        try:
-            prefix, plen, value = route
-        except (TypeError, ValueError):
-            raise ValueError(f"route {i}: expected (prefix, plen, value), got {route!r}") from None
-        prefixes.append(prefix)
-        plens.append(plen)
-        values.append(value)
+    prefixes, plens, values = _columns(list(upserts), 3, "route", "(prefix, plen, value)")
     n_up = len(prefixes)
-    for i, route in enumerate(deletes):
-        try:
-            prefix, plen = route
-        except (TypeError, ValueError):
-            raise ValueError(f"delete {i}: expected (prefix, plen), got {route!r}") from None
-        prefixes.append(prefix)
-        plens.append(plen)
-        values.append(0)
+    d_prefixes, d_plens, _none = _columns(list(deletes), 2, "delete", "(prefix, plen)")
+    prefixes += d_prefixes
+    plens += d_plens
+    values += [0] * len(d_prefixes)
     n = len(prefixes)
     kinds = np.full(n, K.OP_UPSERT, np.int8)
     kinds[n_up:] = K.OP_DELETE
-    for i, p in enumerate(prefixes):
-        if not isinstance(p, (bytes, bytearray, memoryview)):
-            raise TypeError(f"route {i}: prefix must be bytes, got {type(p).__name__}")
+    if not set(map(type, prefixes)) <= {bytes, bytearray, memoryview}:
+        for i, p in enumerate(prefixes):
+            if not isinstance(p, (bytes, bytearray, memoryview)):
+                raise TypeError(f"route {i}: prefix must be bytes, got {type(p).__name__}")
     plens_a = _int_array(plens, "plen")
     values_a = _int_array(values, "value")
     if n and (values_a.min() < 0 or values_a.max() > _VALUE_MAX):
@@ -439,11 +433,18 @@ def _pack_ops(family, upserts, deletes):
         if bad.size:
             i = int(bad[0])
             raise ValueError(f"route {i}: plen {plens[i]} outside 0..{8 * width}")
-        if n:
+        if n and width == 4:
+            nets = data.view(">u4").astype(np.uint64)
+            host = (np.uint64(1) << (32 - plens_a).astype(np.uint64)) - np.uint64(1)
+            bad = np.flatnonzero(nets & host)
+        elif n:
             bits = np.unpackbits(data.reshape(n, width), axis=1).astype(bool)
             host = np.arange(8 * width)[None, :] >= plens_a[:, None]
             bad = np.flatnonzero((bits & host).any(axis=1))
-            if bad.size:
+        else:
+            bad = []
+        if n:
+            if len(bad):
                 i = int(bad[0])
                 raise ValueError(f"route {i}: {_fmt(family, prefixes[i], plens[i])} has bits "
                                  f"set beyond the prefix length")
@@ -459,14 +460,33 @@ def _pack_ops(family, upserts, deletes):
     return kinds, data, off, plens_a.astype(np.int16), values_a.astype(np.int32)
 
 
-def _int_array(items, what):
-    for x in items:
-        if not isinstance(x, (int, np.integer)):
-            raise TypeError(f"{what} must be an int, got {x!r}")
+def _columns(rows, arity, what, shape):
+    """Split rows of ``arity`` items into lists, naming the first malformed row."""
+    if not rows:
+        return [], [], []
     try:
-        return np.array(items, dtype=np.int64)
+        if set(map(len, rows)) == {arity}:
+            return ([r[0] for r in rows], [r[1] for r in rows],
+                    [r[2] for r in rows] if arity == 3 else [])
+    except (TypeError, KeyError, IndexError):
+        pass
+    for i, row in enumerate(rows):
+        if not isinstance(row, (tuple, list)) or len(row) != arity:
+            raise ValueError(f"{what} {i}: expected {shape}, got {row!r}")
+    raise ValueError(f"{what}s must be {shape} tuples")
+
+
+def _int_array(items, what):
+    try:
+        arr = np.array(items)
     except OverflowError:
-        raise ValueError(f"a {what} does not fit in 64 bits") from None
+        arr = np.array(items, dtype=object)
+    if arr.dtype.kind in "iu" or not items:
+        return arr.astype(np.int64)
+    for i, x in enumerate(items):
+        if not isinstance(x, (int, np.integer)) or isinstance(x, (bool, np.bool_)):
+            raise TypeError(f"route {i}: {what} must be an int, got {x!r}")
+    raise ValueError(f"a {what} does not fit in 64 bits")
 
 
 def _ip_node_estimate(rows, plens, width):
