@@ -71,8 +71,8 @@ META_SIZE = 12
 _MODE_INSERT = 0
 _MODE_REPLACE = 1
 
-# Small helpers are inlined in numba IR: as real calls each array argument costs NRT
-# reference-count updates, which made a one-entry insert several times slower.
+# Small helpers are inlined in numba IR and the hottest loops index arrays directly: helper
+# calls taking arrays measured ~30x slower per touched entry, which dominated table builds.
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
 
