@@ -1,6 +1,7 @@
 """Shared fixtures: a real Valkyrie server on ephemeral loopback ports with a real HTTP client."""
 
 import asyncio
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ EXAMPLE_ROUTES = REPO / "config" / "routes" / "example.toml"
 
 def make_config(route_files=(str(EXAMPLE_ROUTES),), **sections):
     """A config on ephemeral loopback ports with the given route files and section overrides."""
-    data = {"server": {"port": 0}, "observability": {"metrics": {"port": 0}}, "routing": {"route_files": list(route_files)}}
+    store = str(Path(tempfile.mkdtemp(prefix="valkyrie-test-")) / "routes.db")
+    data = {"server": {"port": 0}, "observability": {"metrics": {"port": 0}},
+            "routing": {"route_files": list(route_files), "store_path": store}}
     for name, values in sections.items():
         node = data
         for part in name.split("__"):

@@ -72,6 +72,7 @@ SCHEMA = {
         "route_cache_ttl": _f("duration", 300.0, "lifetime of a cached prefix resolution"),
         "route_files": _f("path_list", [], "route tables (TOML or CSV) loaded at start, relative to this file"),
         "default_table": _f("str", "default", "table used when a request names none"),
+        "store_path": _f("path", "valkyrie-routes.db", "SQLite file keeping API route changes across restarts; empty: not kept"),
     },
     "routing.lockfree": {
         "fit_capacity": _f("int", 65536, "initial FIT slots (power of two); grows to honour the load factor", minimum=8),

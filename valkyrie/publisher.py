@@ -11,6 +11,7 @@ import logging
 import time
 
 from valkyrie.routes import RouteError
+from valkyrie.store import StoreError
 
 __all__ = ["Publisher"]
 
@@ -20,8 +21,10 @@ log = logging.getLogger("valkyrie.publisher")
 class Publisher:
     """The only path by which route changes reach readers."""
 
-    def __init__(self, writer, rcu, executor, *, max_pending, on_publish=None):
+    def __init__(self, writer, rcu, executor, *, max_pending, store=None, on_publish=None, on_store_error=None):
         self.writer = writer
+        self.store = store
+        self.on_store_error = on_store_error
         self.rcu = rcu
         self.executor = executor
         self.max_pending = max_pending
@@ -65,38 +68,59 @@ class Publisher:
                     fut.set_result(outcome)
 
     def _apply(self, group):
-        """Stage every batch of ``group``, build and publish once; one outcome per batch."""
-        outcomes, staged = [], False
+        """Stage, persist, build and publish ``group``; one outcome (epoch or exception) per item.
+
+        Consecutive batches form a segment: staged one by one (a bad batch
+        fails alone), written to the store in one transaction, then built
+        into one snapshot. A job (a callable) first flushes the segment
+        before it, then runs on the live snapshot in the writer's turn.
+        """
+        outcomes = [None] * len(group)
+        segment = []
         started = time.perf_counter()
         try:
-            for item, _ in group:
+            for i, (item, _) in enumerate(group):
                 if callable(item):
-                    outcomes.append(self._run_job(item) if not staged else self._flush_then(item))
-                    staged = False
+                    self._flush(segment, outcomes)
+                    segment = []
+                    snap = item(self.writer, self.rcu.current)
+                    self._publish(snap)
+                    outcomes[i] = snap.epoch
                     continue
+                if not segment:
+                    self.writer.begin()
                 try:
                     self.writer.stage(item)
-                    outcomes.append(None)
-                    staged = True
+                    segment.append(i)
                 except RouteError as exc:
-                    outcomes.append(exc)
-            if staged:
-                self._publish(self.writer.build(self.rcu.current))
-        except Exception as exc:  # a bug, not bad input: fail the group loudly, keep the old snapshot
+                    outcomes[i] = exc
+            self._flush(segment, outcomes)
+        except Exception as exc:  # a bug, not bad input: fail the rest loudly, keep the old snapshot
             log.exception("ERROR building snapshot; keeping epoch %s", self.rcu.current.epoch)
-            return [exc] * len(group)
+            return [o if o is not None else exc for o in outcomes]
         self.last_build_seconds = time.perf_counter() - started
-        epoch = self.rcu.current.epoch
-        return [epoch if o is None else o for o in outcomes]
+        return outcomes
 
-    def _flush_then(self, job):
-        self._publish(self.writer.build(self.rcu.current))
-        return self._run_job(job)
-
-    def _run_job(self, job):
-        snap = job(self.writer, self.rcu.current)
+    def _flush(self, segment, outcomes):
+        if not segment:
+            self.writer.end()
+            return
+        if self.store is not None:
+            try:
+                self.store.write(*self.writer.records())
+            except StoreError as exc:
+                self.writer.rollback()
+                log.error("ERROR route store refused %d batch(es), nothing applied: %s", len(segment), exc)
+                if self.on_store_error is not None:
+                    self.on_store_error(exc)
+                for i in segment:
+                    outcomes[i] = exc
+                return
+        self.writer.end()
+        snap = self.writer.build(self.rcu.current)
         self._publish(snap)
-        return snap.epoch
+        for i in segment:
+            outcomes[i] = snap.epoch
 
     def _publish(self, snap):
         self.rcu.publish(snap)

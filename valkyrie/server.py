@@ -23,6 +23,7 @@ from valkyrie.logs import setup_logging
 from valkyrie.metrics import Metrics
 from valkyrie.publisher import Publisher
 from valkyrie.reload import watch_config_file
+from valkyrie.store import RouteStore, StoreError
 from valkyrie.rcu import RcuDomain
 from valkyrie.routes import RouteError, load_route_file, parse_key
 from valkyrie.warmup import warm_kernels
@@ -33,8 +34,9 @@ __all__ = ["create_app", "create_metrics_app", "ServerState", "STATE", "BOOT_FAI
 log = logging.getLogger("valkyrie.server")
 perf = logging.getLogger("valkyrie.performance")
 
-# RouteError codes -> HTTP status.
-_STATUS = {"batch_too_large": 413, "unknown_next_hop": 422, "route_not_found": 404, "unknown_table": 404}
+# RouteError / StoreError codes -> HTTP status.
+_STATUS = {"batch_too_large": 413, "unknown_next_hop": 422, "route_not_found": 404, "unknown_table": 404,
+           "storage_full": 507, "storage_readonly": 503, "storage_corrupt": 503, "storage_error": 503}
 
 
 class ApiError(Exception):
@@ -57,8 +59,11 @@ class ServerState:
             cra_initial_capacity=config["routing.lockfree.cra_initial_capacity"],
         )
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="valkyrie-writer")
+        self.store_path = config["routing.store_path"]
+        self.store = None  # opened in the writer thread at boot
         self.publisher = Publisher(self.writer, self.rcu, self.executor,
-                                   max_pending=config["routing.lockfree.rcu_max_pending_updates"])
+                                   max_pending=config["routing.lockfree.rcu_max_pending_updates"],
+                                   on_store_error=self._count_store_error)
         self.metrics = Metrics(self.metrics_state)
         self.file_config = config
         self.overrides = {}  # "section.key" -> value set live (PATCH /admin/tuning)
@@ -75,6 +80,9 @@ class ServerState:
         self.default_table = config["routing.default_table"]
         self._fit_base = {"collisions": 0, "operations": 0}
         self._fit_last = None
+
+    def _count_store_error(self, exc):
+        self.metrics.count_error(exc.code)
 
     async def apply_live(self, values, *, source):
         """Apply already-validated ``{"section.key": value}`` to the running server."""
@@ -164,6 +172,21 @@ async def _json_body(request):
 
 def _route_error(exc):
     return ApiError(_STATUS.get(exc.code, 400), exc.code, str(exc))
+
+
+async def reload_routes(request):
+    """Re-read the route files, keep every stored API change on top, publish the result."""
+    st = request.app[STATE]
+    _require_ready(st)
+    loop = asyncio.get_running_loop()
+    try:
+        route_sets = await loop.run_in_executor(None, _read_route_files, st.config)
+        epoch = await st.publisher.submit_job(lambda writer, current: _rebuild_from(st, writer, route_sets))
+    except (RouteError, StoreError) as exc:
+        raise _route_error(exc) from None
+    snap = st.rcu.current
+    log.info("route files reloaded: epoch %d, %d routes", epoch, snap.route_count)
+    return _json({"epoch": epoch, "routes": snap.route_count, "files": st.config["routing.route_files"]})
 
 
 def _require_ready(st):
@@ -315,7 +338,7 @@ async def put_routes(request):
     try:
         batch = parse_put(body, st.max_keys)
         epoch = await st.publisher.submit(batch)
-    except RouteError as exc:
+    except (RouteError, StoreError) as exc:
         raise _route_error(exc) from None
     st.metrics.updates.labels("put").inc(len(batch.puts))
     return _json({"epoch": epoch, "applied": len(batch.puts), "nodes": len(batch.nodes)})
@@ -329,7 +352,7 @@ async def delete_routes(request):
     try:
         batch = parse_delete(body, st.max_keys)
         epoch = await st.publisher.submit(batch)
-    except RouteError as exc:
+    except (RouteError, StoreError) as exc:
         raise _route_error(exc) from None
     st.metrics.updates.labels("delete").inc(len(batch.deletes))
     return _json({"epoch": epoch, "deleted": len(batch.deletes)})
@@ -392,10 +415,29 @@ async def errors_and_limits(request, handler):
     return response
 
 
+def _read_route_files(config):
+    return [load_route_file(path) for path in config["routing.route_files"]]
+
+
+def _rebuild_from(state, writer, route_sets):
+    """Files first, then the store on top (API changes win); all-or-nothing on the writer's state."""
+    saved = (writer.nodes, dict(writer.exact), dict(writer.prefixes), writer.default)
+    try:
+        writer.reset()
+        writer.load(route_sets)
+        if state.store is not None:
+            writer.replay(state.store.read())
+    except Exception:
+        writer.nodes, writer.exact, writer.prefixes, writer.default = saved
+        raise
+    return writer.build()
+
+
 def _load_tables(state):
-    route_sets = [load_route_file(path) for path in state.config["routing.route_files"]]
-    state.writer.load(route_sets)
-    return state.writer.build()
+    if state.store_path:
+        state.store = RouteStore(state.store_path)
+        state.publisher.store = state.store
+    return _rebuild_from(state, state.writer, _read_route_files(state.config))
 
 
 async def _boot(app):
@@ -413,7 +455,7 @@ async def _boot(app):
         st.ready = True
         log.info("serving epoch %d: %d routes, %d nodes (tables loaded in %.2fs)",
                  snap.epoch, snap.route_count, len(snap.nodes), time.perf_counter() - started)
-    except RouteError as exc:
+    except (RouteError, StoreError) as exc:
         st.boot_error = str(exc)
         log.error("ERROR loading route tables: %s", exc)
         app[BOOT_FAILED].set()
@@ -469,6 +511,8 @@ async def _background(app):
         with suppress(asyncio.CancelledError):
             await task
     st.executor.shutdown(wait=True, cancel_futures=True)
+    if st.store is not None:
+        st.store.close()
 
 
 def create_app(config: Config, *, state=None) -> web.Application:
@@ -484,6 +528,7 @@ def create_app(config: Config, *, state=None) -> web.Application:
     app.router.add_put("/v1/routes", put_routes)
     app.router.add_delete("/v1/routes", delete_routes)
     app.router.add_get("/config/status", config_status)
+    app.router.add_post("/admin/routes/reload", reload_routes)
     add_admin_routes(app, STATE, _json, ApiError)
     app.cleanup_ctx.append(_background)
     return app

@@ -85,6 +85,44 @@ class RouteWriter:
         self._touched_exact = set()
         self._touched_prefix = set()
         self._nodes_changed = False
+        self._undo = None
+
+    # ---- groups: what the store persists, and undo when it cannot -----------------------------
+
+    def begin(self):
+        """Start a group of batches that ``records()`` describes and ``rollback()`` undoes."""
+        self._undo = {"nodes": self.nodes, "default": self.default, "exact": {}, "prefix": {},
+                      "touched_exact": set(self._touched_exact), "touched_prefix": set(self._touched_prefix),
+                      "nodes_changed": self._nodes_changed, "new_nodes": {}, "default_route": None}
+
+    def records(self):
+        """The group's final state for the store: ``(nodes, route rows, default_route)``."""
+        u, ids = self._undo, self.nodes.ids
+        rows = [("exact", k, 0, ids[self.exact[k]] if k in self.exact else None) for k in u["exact"]]
+        rows += [(f, n, p, ids[self.prefixes[(f, n, p)]] if (f, n, p) in self.prefixes else None) for f, n, p in u["prefix"]]
+        return list(u["new_nodes"].values()), rows, u["default_route"]
+
+    def rollback(self):
+        """Undo every batch staged since ``begin()``."""
+        u = self._undo
+        for key, old in u["exact"].items():
+            if old is None:
+                self.exact.pop(key, None)
+            else:
+                self.exact[key] = old
+        for ident, old in u["prefix"].items():
+            if old is None:
+                self.prefixes.pop(ident, None)
+            else:
+                self.prefixes[ident] = old
+        self.nodes, self.default = u["nodes"], u["default"]
+        self._touched_exact, self._touched_prefix = u["touched_exact"], u["touched_prefix"]
+        self._nodes_changed = u["nodes_changed"]
+        self._undo = None
+
+    def end(self):
+        """Close the group: its changes stay."""
+        self._undo = None
 
     # ---- validation and staging ------------------------------------------------------------
 
@@ -120,6 +158,15 @@ class RouteWriter:
         if batch.default_route is not None:
             default = self._node_index(batch.default_route, batch_nodes, batch.default_where)
         # Everything validated: now stage.
+        if self._undo is not None:
+            u = self._undo
+            for key in exact_ops:
+                u["exact"].setdefault(key, self.exact.get(key))
+            for ident in prefix_ops:
+                u["prefix"].setdefault(ident, self.prefixes.get(ident))
+            u["new_nodes"].update((n.id, n) for n in batch.nodes)
+            if batch.default_route is not None:
+                u["default_route"] = batch.default_route
         self.nodes = new_nodes
         self._nodes_changed |= bool(batch.nodes)
         for key, idx in exact_ops.items():
@@ -135,6 +182,28 @@ class RouteWriter:
         self.default = default
         self._touched_exact.update(exact_ops)
         self._touched_prefix.update(prefix_ops)
+
+    def replay(self, stored):
+        """Apply a store's contents (``StoredState``) on top of the file routes; deletions of absent routes are no-ops."""
+        self.nodes = self.nodes.with_nodes(stored.nodes)
+        for family, network, plen, next_hop in stored.routes:
+            idx = self.nodes.index.get(next_hop) if next_hop is not None else None
+            if next_hop is not None and idx is None:
+                raise RouteError(f"route store names unknown next hop {next_hop!r}", "storage_corrupt")
+            table, key = (self.exact, network) if family == "exact" else (self.prefixes, (family, network, plen))
+            if idx is None:
+                table.pop(key, None)
+            else:
+                table[key] = idx
+            (self._touched_exact if family == "exact" else self._touched_prefix).add(key)
+        if stored.default_route is not None:
+            self.default = self._node_index(stored.default_route, {}, "route store default_route")
+
+    def reset(self):
+        """Forget every route and node (before re-reading route files); the epoch keeps counting."""
+        self.nodes, self.exact, self.prefixes, self.default = NodeTable(), {}, {}, -1
+        self._touched_exact.clear()
+        self._touched_prefix.clear()
 
     def load(self, route_sets):
         """Stage the contents of route files (``RouteSet``s) in order, as one batch each."""
