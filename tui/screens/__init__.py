@@ -1,0 +1,1 @@
+"""Screens of the operator console: the dashboard and its modal dialogs."""

@@ -1,0 +1,84 @@
+"""The dashboard: connection line, one panel per subsystem, and the key bindings in the footer."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from tui.client import Reading
+from tui.widgets.config import ConfigPanel
+from tui.widgets.cra import CraPanel
+from tui.widgets.fit import FitPanel
+from tui.widgets.latency import LatencyPanel
+from tui.widgets.memory import MemoryPanel
+from tui.widgets.panel import Panel
+from tui.widgets.rcu import RcuPanel
+from tui.widgets.status import ConnectionBar
+from tui.widgets.traffic import TrafficPanel
+from tui.widgets.tuning import TuningPanel
+
+__all__ = ["MainScreen"]
+
+
+class MainScreen(Screen):
+    """Shows the latest good reading; greys it out while the server is unreachable or restarting."""
+
+    def __init__(self, url: str = "", interval: float = 1.0) -> None:
+        super().__init__()
+        self.url, self.interval = url, interval
+
+    def compose(self) -> ComposeResult:
+        bar = ConnectionBar(id="status")
+        bar.url, bar.interval = self.url, self.interval
+        yield bar
+        with Horizontal(id="panels"):
+            with Vertical(id="left", classes="column"):
+                yield LatencyPanel(id="latency")
+                yield TrafficPanel(id="traffic")
+                yield FitPanel(id="fit")
+                yield MemoryPanel(id="memory")
+            with Vertical(id="right", classes="column"):
+                yield CraPanel(id="cra")
+                yield RcuPanel(id="rcu")
+                yield ConfigPanel(id="config")
+                yield TuningPanel(id="tuning")
+        yield Footer()
+
+    @property
+    def panels(self) -> list[Panel]:
+        """Every panel on the dashboard."""
+        return list(self.query(Panel))
+
+    def show(self, reading: Reading) -> None:
+        """A good reading from a ready server: chart it and show it live."""
+        self.query_one(LatencyPanel).record(reading)
+        self.query_one(TrafficPanel).record(reading)
+        for panel in self.panels:
+            panel.stale = False
+            panel.reading = reading
+        bar = self.query_one(ConnectionBar)
+        bar.reading, bar.link, bar.error = reading, "up", ""
+        self.set_class(False, "-stale")
+
+    def show_starting(self, reading: Reading) -> None:
+        """The server answers but is not ready (starting or restarting): keep the last good data, greyed."""
+        bar = self.query_one(ConnectionBar)
+        bar.link, bar.error = "starting", ""
+        bar.reading = reading
+        for panel in self.panels:
+            if panel.reading is None:
+                panel.reading = reading
+            panel.stale = True
+        self.set_class(True, "-stale")
+
+    def show_down(self, error: str, since: float) -> None:
+        """No answer: say so, keep the last good data greyed."""
+        bar = self.query_one(ConnectionBar)
+        if bar.link != "down":
+            bar.down_since = since
+        bar.link, bar.error = "down", error
+        for panel in self.panels:
+            panel.stale = True
+        self.set_class(True, "-stale")

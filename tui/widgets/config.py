@@ -1,0 +1,72 @@
+"""Config: the file the server runs on, the last reload's result, and live overrides of it."""
+
+from __future__ import annotations
+
+from tui.client import Reading
+from tui.format import fmt_clock
+from tui.widgets.panel import Item, Panel
+
+__all__ = ["ConfigPanel", "reload_summary", "shorten"]
+
+
+def shorten(text: str, width: int) -> str:
+    """Keep the end of a path: ``shorten("/a/b/config/x.toml", 12) == "…/x.toml"``-style."""
+    if len(text) <= width:
+        return text
+    tail = text[-(width - 1):]
+    cut = tail.find("/")
+    return "…" + (tail[cut:] if 0 <= cut < len(tail) - 1 else tail)
+
+
+def reload_summary(last: dict | None) -> tuple[str, bool, str]:
+    """(text, failed, note) describing ``/config/status``'s ``last_reload``."""
+    if not last:
+        return "none yet", False, ""
+    when = fmt_clock(last.get("at"))
+    if last.get("result") != "ok":
+        return f"failed {when}", True, str(last.get("error", "")).splitlines()[0][:120]
+    applied, restart = last.get("applied") or [], last.get("restart_required") or []
+    parts = [f"{len(applied)} applied"]
+    if restart:
+        parts.append(f"{len(restart)} need restart")
+    if not last.get("changed"):
+        parts = ["no change"]
+    return f"ok {when}", False, f"{', '.join(parts)} · {last.get('trigger', '')}"
+
+
+class ConfigPanel(Panel):
+    """Where the running config came from and what changed since."""
+
+    TITLE = "Config"
+
+    def lines(self, r: Reading) -> list[list[Item]]:
+        width = max(20, (self.content_size.width or 38) - 8)
+        source = shorten(r.config_source or "(in-memory config)", width)
+        text, failed, note = reload_summary(r.last_reload)
+        rows = [
+            [Item("file", source, width=7)],
+            [Item("loaded", fmt_clock(r.loaded_at), width=7)],
+            [Item("reload", text, flagged=failed, width=7, note=note if not failed else "")],
+        ]
+        if failed and note:
+            # Keep the start of the server's message: it names the file and the first problem.
+            rows.append([Item("", note if len(note) <= width + 7 else note[:width + 6] + "…")])
+        overrides = live_overrides(r)
+        if not overrides:
+            rows.append([Item("live", "none", width=7, note="(all values from the file)")])
+        for i, (name, value) in enumerate(overrides.items()):
+            rows.append([Item("live" if i == 0 else "", f"{name} = {value}", accent=True, width=7)])
+        if r.tuning_error:
+            rows.append([Item("tuning", "needs admin token", flagged=True, width=7)])
+        return rows
+
+    def flagged(self, r: Reading) -> bool:
+        return bool(r.last_reload and r.last_reload.get("result") != "ok")
+
+
+def live_overrides(r: Reading) -> dict[str, str]:
+    """Live overrides by short name, formatted as the server shows them."""
+    out = {name: str(v.get("value")) for name, v in r.tuning.items() if v.get("source") == "live"}
+    if not out:
+        out = {k.rsplit(".", 1)[-1]: str(v) for k, v in r.live_overrides.items()}
+    return out
