@@ -1,0 +1,1 @@
+"""Valkyrie operator console (Textual): ``valkyrie-routing console`` or ``python -m tui``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from textual import on, work
@@ -73,6 +74,16 @@ class ConsoleApp(App[int]):
         self._wake = asyncio.Event()
         self._watching: tuple[str, object, float] | None = None
         self._last_good: Reading | None = None
+        self.notices: deque[tuple[str, str, str]] = deque(maxlen=200)
+
+    def notify(self, message: str, *, title: str = "", severity: str = "information", timeout: float | None = None,
+               markup: bool = False) -> None:
+        """Show a toast and keep it in ``notices`` as ``(severity, title, message)``.
+
+        Markup is off by default: server messages carry brackets such as ``(0.1, 0.9]`` or ``[server]``.
+        """
+        self.notices.append((severity, title, message))
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     # ---- lifecycle and polling -------------------------------------------------------------------
 
