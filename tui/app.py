@@ -55,7 +55,7 @@ class ConsoleApp(App[int]):
         Binding("g", "tune('rcu_grace_period')", "Grace"),
         Binding("v", "revert", "Revert"),
         Binding("c", "gc", "GC"),
-        Binding("d", "heap_dump", "Heap dump"),
+        Binding("d", "heap_dump", "Heap"),
         Binding("w", "warmup", "Warmup"),
         Binding("q", "quit", "Quit"),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -45,6 +46,10 @@ class MainScreen(Screen):
                 yield ConfigPanel(id="config")
                 yield TuningPanel(id="tuning")
         yield Footer()
+
+    def on_resize(self, event: events.Resize) -> None:
+        # Every binding must stay visible at 80 columns: tighten the footer there.
+        self.query_one(Footer).compact = event.size.width < 100
 
     @property
     def panels(self) -> list[Panel]:

@@ -24,7 +24,10 @@ def reload_summary(last: dict | None) -> tuple[str, bool, str]:
         return "none yet", False, ""
     when = fmt_clock(last.get("at"))
     if last.get("result") != "ok":
-        return f"failed {when}", True, str(last.get("error", "")).splitlines()[0][:120]
+        # The first problem says what to fix; the error's first line only names the file.
+        problems = last.get("problems") or [line.strip().removeprefix("- ") for line in
+                                             str(last.get("error", "")).splitlines() if line.strip()][-1:]
+        return f"failed {when}", True, str(problems[0]) if problems else ""
     applied, restart = last.get("applied") or [], last.get("restart_required") or []
     parts = [f"{len(applied)} applied"]
     if restart:
