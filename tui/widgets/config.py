@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from tui.client import Reading
 from tui.format import fmt_clock
 from tui.widgets.panel import Item, Panel
@@ -52,8 +54,9 @@ class ConfigPanel(Panel):
             [Item("reload", text, flagged=failed, width=7, note=note if not failed else "")],
         ]
         if failed and note:
-            # Keep the start of the server's message: it names the file and the first problem.
-            rows.append([Item("", note if len(note) <= width + 7 else note[:width + 6] + "…")])
+            # The server's own words, wrapped onto at most two lines.
+            for chunk in textwrap.wrap(note, width + 7, max_lines=2, placeholder=" …"):
+                rows.append([Item("", chunk)])
         overrides = live_overrides(r)
         if not overrides:
             rows.append([Item("live", "none", width=7, note="(all values from the file)")])

@@ -72,3 +72,17 @@ def chart_lines(history: Sequence[float | None], width: int, height: int, budget
                 parts.append((BLOCKS[filled], over if v > budget else bar))
         lines.append(Content.assemble(*parts))
     return lines
+
+
+def spark(history: Sequence[float | None], width: int) -> str:
+    """One row of bars from zero to the largest value, newest on the right: ``spark([0, 5, 10], 3) == " ▄█"``."""
+    data = list(history)[-width:]
+    top = max((v for v in data if v), default=0.0)
+    cells = []
+    for v in data:
+        if not v or not top:
+            cells.append(" ")
+        else:
+            # Any traffic at all shows at least the lowest bar.
+            cells.append(BLOCKS[max(1, round(v / top * 8))])
+    return "".join(cells).rjust(width)
