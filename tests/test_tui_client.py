@@ -155,7 +155,7 @@ def test_reload_summary_and_shorten():
     assert failed and text.startswith("failed") and note == "y"
     _, failed, note = reload_summary({"result": "ok", "at": 0, "changed": ["a.b"], "applied": ["a.b"],
                                       "restart_required": [], "trigger": "POST /admin/reload"})
-    assert not failed and note == "1 applied · POST /admin/reload"
+    assert not failed and note == "1 applied · API"
     assert shorten("/very/long/path/to/config/production.toml", 24) == "…/config/production.toml"
     assert len(shorten("/very/long/path/to/config/production.toml", 20)) <= 20
 

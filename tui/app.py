@@ -126,6 +126,9 @@ class ConsoleApp(App[int]):
 
     @on(Polled)
     def on_polled(self, message: Polled) -> None:
+        if not self.main.is_attached:
+            # A poll that lands while the app starts or shuts down has nowhere to go.
+            return
         reading = message.reading
         was = self.link
         if reading.ready:
@@ -141,6 +144,8 @@ class ConsoleApp(App[int]):
 
     @on(PollFailed)
     def on_poll_failed(self, message: PollFailed) -> None:
+        if not self.main.is_attached:
+            return
         if self.link != "down":
             self.notify(f"Lost {self.main.url}: {message.error}", title="Connection", severity="error")
         self.link = "down"

@@ -34,11 +34,13 @@ KEYS = ["198.51.100.7", "203.0.113.9", "2001:db8::1", "ci.build.linux.x86", "job
 
 
 def keep_series(text: str) -> str:
-    """Only the series the console reads (and their HELP/TYPE lines); no ``_created`` samples."""
+    """Only the series the console reads (and their TYPE lines); no HELP, ``_created`` or ``_bucket`` lines."""
     out = []
     for line in text.splitlines():
+        if line.startswith("# HELP"):
+            continue
         name = line.split()[2] if line.startswith("# ") and len(line.split()) > 2 else line.split("{")[0].split(" ")[0]
-        if name.startswith(KEEP) and not name.endswith("_created"):
+        if name.startswith(KEEP) and not name.endswith(("_created", "_bucket")):
             out.append(line)
     return "\n".join(out) + "\n"
 

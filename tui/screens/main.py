@@ -56,20 +56,29 @@ class MainScreen(Screen):
         """Every panel on the dashboard."""
         return list(self.query(Panel))
 
+    def _bar(self) -> ConnectionBar | None:
+        # None while the screen is composing or being torn down at exit.
+        bars = self.query(ConnectionBar)
+        return bars.first() if bars else None
+
     def show(self, reading: Reading) -> None:
         """A good reading from a ready server: chart it and show it live."""
-        self.query_one(LatencyPanel).record(reading)
-        self.query_one(TrafficPanel).record(reading)
+        bar = self._bar()
+        if bar is None:
+            return
+        for chart in (*self.query(LatencyPanel), *self.query(TrafficPanel)):
+            chart.record(reading)
         for panel in self.panels:
             panel.stale = False
             panel.reading = reading
-        bar = self.query_one(ConnectionBar)
         bar.reading, bar.link, bar.error = reading, "up", ""
         self.set_class(False, "-stale")
 
     def show_starting(self, reading: Reading) -> None:
         """The server answers but is not ready (starting or restarting): keep the last good data, greyed."""
-        bar = self.query_one(ConnectionBar)
+        bar = self._bar()
+        if bar is None:
+            return
         bar.link, bar.error = "starting", ""
         bar.reading = reading
         for panel in self.panels:
@@ -80,7 +89,9 @@ class MainScreen(Screen):
 
     def show_down(self, error: str, since: float) -> None:
         """No answer: say so, keep the last good data greyed."""
-        bar = self.query_one(ConnectionBar)
+        bar = self._bar()
+        if bar is None:
+            return
         if bar.link != "down":
             bar.down_since = since
         bar.link, bar.error = "down", error

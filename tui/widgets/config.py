@@ -10,6 +10,9 @@ from tui.widgets.panel import Item, Panel
 
 __all__ = ["ConfigPanel", "reload_summary", "shorten"]
 
+# Short names for what triggered a reload, so the line fits a narrow panel.
+TRIGGERS = {"POST /admin/reload": "API", "file watch": "watch", "SIGHUP": "SIGHUP"}
+
 
 def shorten(text: str, width: int) -> str:
     """Keep the end of a path: ``shorten("/a/b/config/x.toml", 12) == "…/x.toml"``-style."""
@@ -33,10 +36,11 @@ def reload_summary(last: dict | None) -> tuple[str, bool, str]:
     applied, restart = last.get("applied") or [], last.get("restart_required") or []
     parts = [f"{len(applied)} applied"]
     if restart:
-        parts.append(f"{len(restart)} need restart")
+        parts.append(f"{len(restart)} restart")
     if not last.get("changed"):
         parts = ["no change"]
-    return f"ok {when}", False, f"{', '.join(parts)} · {last.get('trigger', '')}"
+    trigger = TRIGGERS.get(last.get("trigger", ""), last.get("trigger", ""))
+    return f"ok {when}", False, f"{', '.join(parts)} · {trigger}"
 
 
 class ConfigPanel(Panel):

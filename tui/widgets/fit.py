@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tui.client import COLLISION_LIMIT, Reading
-from tui.format import fmt_count, fmt_num, fmt_pct
+from tui.format import fmt_num, fmt_pct
 from tui.widgets.panel import Item, Panel
 
 __all__ = ["FitPanel"]
@@ -17,10 +17,10 @@ class FitPanel(Panel):
     def lines(self, r: Reading) -> list[list[Item]]:
         live = r.tuning.get("fit_load_factor", {}).get("source") == "live"
         return [
-            [Item("load", fmt_num(r.fit_load, 3), width=8, value_width=10),
+            [Item("load", _load(r.fit_load), width=8, value_width=10),
              Item("target", fmt_num(r.fit_target, 2), accent=live, note="live" if live else "")],
-            [Item("capacity", fmt_count(r.fit_capacity), width=8, value_width=10),
-             Item("entries", fmt_count(r.fit_entries))],
+            [Item("capacity", fmt_num(r.fit_capacity), width=8, value_width=10),
+             Item("entries", fmt_num(r.fit_entries))],
             [Item("collide", fmt_pct(r.collision_rate, 2), flagged="collisions" in r.flags, width=8,
                   note=f"{r.collision_window}, max {fmt_pct(COLLISION_LIMIT, 0)}")],
             [Item("probes", fmt_num(r.probe_mean, 2), width=8, note="mean"),
@@ -29,3 +29,8 @@ class FitPanel(Panel):
 
     def flagged(self, r: Reading) -> bool:
         return "collisions" in r.flags
+
+
+def _load(x: float | None) -> str:
+    # A nearly empty table would otherwise read as exactly zero.
+    return "<0.001" if x is not None and 0 < x < 0.001 else fmt_num(x, 3)

@@ -31,13 +31,14 @@ class TrafficPanel(Panel):
         floor = f"floor {fmt_count(THROUGHPUT_FLOOR)}"
         width = max(10, (self.content_size.width or 38))
         peak = max((v for v in self.history if v), default=None)
+        peak_note = f"peak {fmt_rate(peak)}" if peak else ""
         return [
             [Item("throughput", fmt_rate(r.throughput, " ops/s"), flagged="throughput" in r.flags, width=10,
                   note="idle" if r.throughput == 0 else f"({floor})")],
             [Item("errors", fmt_rate(r.errors_per_s), width=10,
                   note=f"{fmt_pct(r.error_ratio, 2)} of lookups" if r.error_ratio is not None else "")],
             [Item("top error", r.top_error or DASH, width=10)],
-            [Item("", spark(self.history, width - 12), note=f"peak {fmt_rate(peak)}" if peak else "")],
+            [Item("", spark(self.history, width - len(peak_note) - 1), note=peak_note)],
         ]
 
     def flagged(self, r: Reading) -> bool:

@@ -21,6 +21,11 @@ class TuningPanel(Panel):
         rows = []
         for name, v in r.tuning.items():
             live = v.get("source") == "live"
-            note = f"live (file {v.get('file_value')})" if live else "file"
-            rows.append([Item(name, str(v.get("value")), accent=live, width=23, note=note)])
+            note = f"live (file {_toml(v.get('file_value'))})" if live else "file"
+            rows.append([Item(name, _toml(v.get("value")), accent=live, width=23, note=note)])
         return rows
+
+
+def _toml(value: object) -> str:
+    """A value as the config file writes it (``true``, not ``True``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
