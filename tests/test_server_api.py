@@ -135,8 +135,11 @@ async def test_bad_keys_in_path(api):
     resp = await api.get("/v1/route/a%00b")
     assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_key"
     resp = await api.get("/v1/route/%ff%fe")
-    assert resp.status in (400, 404)
-    assert "error" in await resp.json()
+    body = await resp.json()
+    assert resp.status == 400 and body["error"]["code"] == "invalid_key"
+    assert "UTF-8" in body["error"]["message"]
+    resp = await api.get("/v1/route/ci.build.linux%2Fx86?table=default")
+    assert resp.status in (200, 404) and (await resp.json()).get("key", "ci.build.linux/x86") == "ci.build.linux/x86"
 
 
 async def test_concurrent_readers_never_see_a_mixed_snapshot(api):

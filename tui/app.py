@@ -286,7 +286,7 @@ class ConsoleApp(App[int]):
         seen = False
         if name == "fit_load_factor" and reading.fit_target is not None:
             seen = abs(reading.fit_target - float(value)) < 1e-9
-            effect = (f"load {reading.fit_load:.3f} of capacity {reading.fit_capacity:.0f}, "
+            effect = (f"load {reading.fit_load:.3g} of capacity {reading.fit_capacity:.0f}, "
                       f"epoch {reading.rcu_epoch:.0f}") if seen and reading.fit_load is not None else ""
         elif name == "rcu_grace_period" and "value" in tuned:
             seen = _same_duration(tuned["value"], value)

@@ -88,6 +88,12 @@ class Metrics:
                                buckets=(1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 5), registry=r)
         self.compile_seconds = Gauge("valkyrie_kernel_compile_seconds", "Time to compile or load every kernel at start-up", registry=r)
         self.in_flight = Gauge("valkyrie_connection_pool_active", "Requests being handled now", registry=r)
+        # Series exist from the first scrape (a counter nobody incremented yet is 0, not absent),
+        # so rate() and the guide's greps work on a quiet server.
+        for result in ("ok", "error"):
+            self.reloads.labels(result)
+        for code in ("invalid_body", "invalid_key", "no_route", "overloaded", "internal_error"):
+            self.errors.labels(code)
         r.register(_StateCollector(self))
         self.decisions_total = 0
         self.errors_total = 0

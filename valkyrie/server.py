@@ -12,6 +12,7 @@ import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
+from urllib.parse import unquote_to_bytes
 
 import numpy as np
 import orjson
@@ -200,6 +201,16 @@ def _check_table(st, table):
         raise ApiError(404, "unknown_table", f"no route table named {table!r}; this server has {st.default_table!r}")
 
 
+def _path_key(request):
+    """The ``{key}`` of ``/v1/route/{key}``, percent-decoded strictly (aiohttp would replace bad UTF-8)."""
+    raw = request.raw_path.split("?", 1)[0]
+    raw = raw[raw.index("/v1/route/") + len("/v1/route/"):]
+    try:
+        return unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RouteError(f"key is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at {exc.start})") from None
+
+
 def _encode_keys(keys, limit):
     if not isinstance(keys, list):
         raise ApiError(400, "invalid_body", f"'keys' must be a list of strings, got {type(keys).__name__}")
@@ -241,8 +252,8 @@ async def get_route(request):
     st = request.app[STATE]
     _require_ready(st)
     _check_table(st, request.query.get("table"))
-    key = request.match_info["key"]
     try:
+        key = _path_key(request)
         raw = parse_key(key)
     except RouteError as exc:
         raise ApiError(400, "invalid_key", str(exc)) from None
