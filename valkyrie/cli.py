@@ -29,7 +29,59 @@ def _parser():
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override [logging] level")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("serve", help="run the server (the default)")
+    _add_lookup(sub)
+    from tui.cli import add_parser as add_console
+    from valkyrie.diagnose import add_parser as add_diagnose
+
+    add_console(sub).set_defaults(func=_console)
+    add_diagnose(sub)
     return p
+
+
+def _add_lookup(sub):
+    p = sub.add_parser("lookup", help="resolve keys on a running server and print each next hop",
+                       description="Resolve KEYs (addresses, names, exact keys) with POST /v1/route on a running server.",
+                       epilog="Exit status: 0 every key routed, 1 some key has no route, 2 bad input or no server.")
+    p.add_argument("keys", nargs="+", metavar="KEY")
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="server API URL (default %(default)s)")
+    p.add_argument("--table", help="route table to resolve in (default: the server's)")
+    p.add_argument("--json", action="store_true", help="print the server's JSON answer")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default %(default)s)")
+    p.set_defaults(func=_lookup)
+
+
+def _lookup(args):
+    import json
+
+    from valkyrie.http_client import Http, ServerUnreachable
+
+    body = {"keys": args.keys} | ({"table": args.table} if args.table else {})
+    try:
+        status, raw = Http(timeout=args.timeout).request("POST", args.url.rstrip("/") + "/v1/route", body)
+    except ServerUnreachable as exc:
+        print(f"Error: no server at {args.url}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = None
+    if status != 200 or not isinstance(answer, dict):
+        error = answer.get("error", {}) if isinstance(answer, dict) else {}
+        print(f"Error: HTTP {status} {error.get('code', '')}: {error.get('message', raw[:200])}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        for r in answer["results"]:
+            via = f" via {r['prefix']}" if r.get("prefix") else ""
+            print(f"{r['key']}\t{r['next_hop'] or '-'}\t{r['match']}{via}")
+    return EXIT_PROBLEM if any(r["match"] == "none" for r in answer["results"]) else EXIT_OK
+
+
+def _console(args):
+    from tui.cli import run
+
+    return run(args)
 
 
 def _overrides(args):
@@ -80,6 +132,8 @@ def main(argv=None):
         return _validate(args.validate_config)
     if args.check_conflicts:
         return _check(args.check_conflicts)
+    if getattr(args, "func", None) is not None:
+        return args.func(args)
     try:
         config = load_config(args.config)
         for key, value in _overrides(args).items():

@@ -13,12 +13,12 @@ import os
 import socket
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import asdict, dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from valkyrie.http_client import Http
 
 __all__ = ["add_parser", "run", "diagnose", "Finding", "Scrape", "histogram_quantile",
            "EXIT_HEALTHY", "EXIT_DEGRADED", "EXIT_DOWN"]
@@ -130,27 +130,6 @@ def _bucket_delta(after, before):
 
 
 # ---- HTTP ------------------------------------------------------------------------------------
-
-
-class _Http:
-    def __init__(self, token, timeout):
-        self.token, self.timeout = token, timeout
-
-    def get(self, url, *, admin=False):
-        """(status, body bytes); raises OSError when nothing answers."""
-        req = urllib.request.Request(url, headers={"Accept": "application/json, text/plain"})
-        if self.token and admin:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            raise OSError(getattr(reason, "strerror", None) or str(reason)) from None
-        except (socket.timeout, TimeoutError):
-            raise OSError(f"no answer within {self.timeout:g}s") from None
 
 
 def _json_or_none(body):
@@ -510,7 +489,7 @@ def _port(url):
 
 def diagnose(url, metrics_url, *, config_path=None, token=None, interval=1.0, timeout=3.0):
     """Run every check; returns ``(exit_code, report dict)``."""
-    http = _Http(token, timeout)
+    http = Http(token, timeout)
     findings = []
     report = {"url": url, "metrics_url": metrics_url, "interval_seconds": interval}
     down = False

@@ -6,10 +6,11 @@ import signal
 
 from aiohttp import web
 
+from valkyrie import notify
 from valkyrie.admin import TOKEN_ENV, is_loopback
 from valkyrie.maintenance import force_reclaim, write_heap_profile
 from valkyrie.reload import reload_config
-from valkyrie.server import BOOT_FAILED, ServerState, create_app, create_metrics_app
+from valkyrie.server import BOOT_FAILED, BOOTED, ServerState, create_app, create_metrics_app
 
 __all__ = ["serve", "hold_early_signals"]
 
@@ -23,8 +24,15 @@ def hold_early_signals():
 
 
 def _install_signals(loop, state, stop):
+    async def reload_and_tell_systemd():
+        notify.reloading()
+        try:
+            await reload_config(state, "SIGHUP")
+        finally:
+            notify.ready()
+
     def on_hup():
-        loop.create_task(reload_config(state, "SIGHUP"))
+        loop.create_task(reload_and_tell_systemd())
 
     def on_usr1():
         loop.run_in_executor(None, write_heap_profile, state)
@@ -78,11 +86,16 @@ async def serve(config, *, on_ready=None):
             on_ready(http, metrics_at)
         stop = asyncio.Event()
         _install_signals(asyncio.get_running_loop(), state, stop)
+        watchdog = asyncio.create_task(notify.watchdog_loop(notify.watchdog_interval()))
         stop_wait = asyncio.create_task(stop.wait())
         boot_wait = asyncio.create_task(app[BOOT_FAILED].wait())
+        booted = asyncio.create_task(app[BOOTED].wait())
+        # READY=1 only once lookups are served: systemd then starts dependants against a working router.
+        booted.add_done_callback(lambda _: notify.ready(f"serving epoch {state.rcu.current.epoch}"))
         await asyncio.wait({stop_wait, boot_wait}, return_when=asyncio.FIRST_COMPLETED)
-        stop_wait.cancel()
-        boot_wait.cancel()
+        for task in (stop_wait, boot_wait, booted, watchdog):
+            task.cancel()
+        notify.stopping()
         if app[BOOT_FAILED].is_set():
             log.error("ERROR start-up failed: %s", state.boot_error)
             return 2

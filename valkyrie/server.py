@@ -30,7 +30,7 @@ from valkyrie.routes import RouteError, load_route_file, parse_key
 from valkyrie.warmup import warm_kernels
 from valkyrie.writer import RouteWriter, parse_delete, parse_put
 
-__all__ = ["create_app", "create_metrics_app", "ServerState", "STATE", "BOOT_FAILED", "ApiError"]
+__all__ = ["create_app", "create_metrics_app", "ServerState", "STATE", "BOOT_FAILED", "BOOTED", "ApiError"]
 
 log = logging.getLogger("valkyrie.server")
 perf = logging.getLogger("valkyrie.performance")
@@ -148,6 +148,7 @@ class ServerState:
 
 STATE = web.AppKey("state", ServerState)
 BOOT_FAILED = web.AppKey("boot_failed", asyncio.Event)
+BOOTED = web.AppKey("booted", asyncio.Event)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -464,6 +465,7 @@ async def _boot(app):
         st.on_publish(snap)
         st.loaded_at = time.time()
         st.ready = True
+        app[BOOTED].set()
         log.info("serving epoch %d: %d routes, %d nodes (tables loaded in %.2fs)",
                  snap.epoch, snap.route_count, len(snap.nodes), time.perf_counter() - started)
     except (RouteError, StoreError) as exc:
@@ -532,6 +534,7 @@ def create_app(config: Config, *, state=None) -> web.Application:
     app = web.Application(middlewares=[errors_and_limits], client_max_size=config["server.max_body_size"])
     app[STATE] = st
     app[BOOT_FAILED] = asyncio.Event()
+    app[BOOTED] = asyncio.Event()
     app.router.add_get("/health", health)
     app.router.add_get("/v1/route/{key:.+}", get_route)
     app.router.add_post("/v1/route", post_route)
