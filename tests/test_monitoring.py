@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_diagnose import RealServer, write_config
+from tests.realserver import RealServer, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 MONITORING = REPO / "config" / "monitoring"

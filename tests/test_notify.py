@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.test_diagnose import RealServer, http, write_config
+from tests.realserver import RealServer, http, write_config
 from valkyrie import notify
 
 
