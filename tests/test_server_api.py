@@ -228,3 +228,18 @@ async def test_bad_route_file_fails_start_with_reason(tmp_path):
             await asyncio.sleep(0.05)
         assert body["status"] == "failed" and "bad.csv" in body["detail"] and "ghost" in body["detail"]
         assert app[STATE].ready is False
+
+
+async def test_serving_compiles_nothing_after_warm_up(api):
+    """Every endpoint reuses the kernel signatures compiled before /health said ready (no mid-traffic JIT)."""
+    from jit.resolve import resolve
+
+    warmed = set(resolve.signatures)
+    await api.get("/v1/route/198.51.100.7")
+    await api.post("/v1/route", json={"keys": ["198.51.100.7", "2001:db8::1", "ci.build.x", "job-42", "zz"]})
+    await api.post("/v1/route/packed", data=b"198.51.100.7\n2001:db8::1\nci.build.x")
+    resp = await api.put("/v1/routes", json={"routes": [{"prefix": "192.0.2.0/24", "next_hop": "node-a"},
+                                                         {"key": "job-7", "next_hop": "node-a"}]})
+    assert resp.status == 200
+    await api.post("/v1/route", json={"keys": ["192.0.2.1", "job-7"]})
+    assert set(resolve.signatures) == warmed

@@ -321,6 +321,13 @@ class CraTable:
                        self._rule_off, self._rule_bytes, data, offsets, out_v, out_p)
         return out_v, out_p
 
+    def kernel_args(self):
+        """This table's part of ``jit.resolve.resolve``'s arguments (the arrays its lookup kernel reads)."""
+        if self._width:
+            return self._root, self._slots, self._rule_value, self._rule_plen
+        return (int(self._meta[K.M_ROOT]), self._slots, self._nroute, self._skip_off, self._skip_len,
+                self._skipb, self._rule_value, self._rule_plen, self._rule_off, self._rule_bytes)
+
     def _require(self, family, what):
         if self._family != family:
             raise ValueError(f"{what} needs a {family!r} table, this one is {self._family!r}")

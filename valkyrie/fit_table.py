@@ -263,6 +263,11 @@ class FitTable:
                        _readonly(key), np.uint64(self._seed), self._counters)
         return None if v < 0 else int(v)
 
+    def kernel_args(self):
+        """``(tags, refs, arena, seed, counters, depth)``: this table's part of ``jit.resolve.resolve``'s arguments."""
+        return (_readonly(self._tags), _readonly(self._refs), _readonly(self._arena), np.uint64(self._seed),
+                self._counters, _PREFETCH_DEPTH)
+
     def __contains__(self, key):
         return self.get(key) is not None
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 import tracemalloc
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from urllib.parse import unquote_to_bytes
@@ -19,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from valkyrie.admin import add_admin_routes, check_token, load_admin_token, requires_token
+from valkyrie.cache import RouteCache
 from valkyrie.config import Config
 from valkyrie.logs import setup_logging
 from valkyrie.metrics import Metrics
@@ -36,6 +38,9 @@ log = logging.getLogger("valkyrie.server")
 perf = logging.getLogger("valkyrie.performance")
 
 # RouteError / StoreError codes -> HTTP status.
+# Keys of recent single lookups kept for POST /admin/cache/warmup without a body.
+RECENT_KEYS = 4096
+
 _STATUS = {"batch_too_large": 413, "unknown_next_hop": 422, "route_not_found": 404, "unknown_table": 404,
            "storage_full": 507, "storage_readonly": 503, "storage_corrupt": 503, "storage_error": 503}
 
@@ -53,12 +58,19 @@ class ServerState:
 
     def __init__(self, config):
         self.config = config
-        self.rcu = RcuDomain(grace_period=config["routing.lockfree.rcu_grace_period"])
+        self.rcu = RcuDomain(grace_period=config["routing.lockfree.rcu_grace_period"],
+                             aggressive=config["routing.lockfree.rcu_aggressive_reclaim"],
+                             on_reclaimed=self._on_reclaimed)
         self.writer = RouteWriter(
             fit_load_factor=config["routing.lockfree.fit_load_factor"],
             fit_capacity=config["routing.lockfree.fit_capacity"],
             cra_initial_capacity=config["routing.lockfree.cra_initial_capacity"],
+            cra_defrag_threshold=config["routing.lockfree.cra_defrag_threshold"],
         )
+        self.cache = RouteCache(config["routing.route_cache_size"], config["routing.route_cache_ttl"],
+                                max_bytes=config["caching.policies.max_cache_memory"])
+        self.recent = deque(maxlen=RECENT_KEYS)  # recent GET keys: what POST /admin/cache/warmup replays
+        self._live_lock = asyncio.Lock()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="valkyrie-writer")
         self.store_path = config["routing.store_path"]
         self.store = None  # opened in the writer thread at boot
@@ -85,18 +97,36 @@ class ServerState:
     def _count_store_error(self, exc):
         self.metrics.count_error(exc.code)
 
+    def _on_reclaimed(self, done):
+        # Every path that reclaims (timer, aggressive publish, SIGUSR2/GC) lands in the histogram.
+        for wait in done.waits:
+            self.metrics.grace.observe(wait)
+
     async def apply_live(self, values, *, source):
         """Apply already-validated ``{"section.key": value}`` to the running server."""
         if not values:
             return
+        # One change at a time: each starts from the config the previous one left.
+        async with self._live_lock:
+            await self._apply_live(values, source)
+
+    async def _apply_live(self, values, source):
         cfg = self.config.with_overrides(**values)
         lf, cap = "routing.lockfree.fit_load_factor", "routing.lockfree.fit_capacity"
+        defrag = "routing.lockfree.cra_defrag_threshold"
         if (lf in values or cap in values) and self.ready:
+            # A new FIT geometry is a rebuilt table in a new snapshot, built beside the live one.
             await self.publisher.submit_job(
                 lambda writer, current: writer.rebuild_fit(current, load_factor=cfg[lf], capacity=cfg[cap]))
         else:
             self.writer.fit_load_factor, self.writer.fit_capacity = cfg[lf], cfg[cap]
+        self.writer.cra_defrag_threshold = cfg[defrag]
+        if defrag in values and self.ready and _fragmented(self.rcu.current, cfg[defrag]):
+            await self.publisher.submit_job(lambda writer, current: writer.defragment(current))
         self.rcu.grace_period = cfg["routing.lockfree.rcu_grace_period"]
+        self.rcu.aggressive = cfg["routing.lockfree.rcu_aggressive_reclaim"]
+        self.cache.configure(cfg["routing.route_cache_size"], cfg["routing.route_cache_ttl"],
+                             max_bytes=cfg["caching.policies.max_cache_memory"])
         self.publisher.max_pending = cfg["routing.lockfree.rcu_max_pending_updates"]
         self.budget = cfg["performance.performance_budget"]
         self.max_keys = cfg["server.max_batch_keys"]
@@ -132,6 +162,8 @@ class ServerState:
             "mean_probe": fit["mean_probe"], "max_probe": fit["max_probe"],
         }
         cra = {"ipv4": snap.ipv4.stats(), "ipv6": snap.ipv6.stats(), "name": snap.names.stats()}
+        for family, stats in cra.items():
+            stats["defragmentations"] = self.writer.defrags[family]
         pool_size = self.config["routing.connection_pool_size"]
         return {
             "fit": fit_view,
@@ -141,9 +173,14 @@ class ServerState:
             "nodes": len(snap.nodes),
             "table_bytes": snap.nbytes(),
             "queue_depth": self.publisher.queue_depth,
+            "cache": self.cache.stats(),
             "pool": {"size": pool_size, "utilization": self.in_flight / pool_size, "exhausted": self.exhausted},
             "ready": 1.0,
         }
+
+
+def _fragmented(snap, threshold):
+    return any(t.stats()["fragmentation"] > threshold for t in (snap.ipv4, snap.ipv6, snap.names))
 
 
 STATE = web.AppKey("state", ServerState)
@@ -255,13 +292,20 @@ async def get_route(request):
     _check_table(st, request.query.get("table"))
     try:
         key = _path_key(request)
-        raw = parse_key(key)
+        # A hit is an answer of the live snapshot; only valid keys were ever cached.
+        answer = st.cache.get(key, st.rcu.current.epoch) if st.cache.size else None
+        if answer is None:
+            raw = parse_key(key)
     except RouteError as exc:
         raise ApiError(400, "invalid_key", str(exc)) from None
-    with st.rcu.read() as snap:
-        res = snap.resolve([raw])
-        answer = snap.answers(res, [key])[0]
-        answer["epoch"] = snap.epoch
+    if answer is None:
+        with st.rcu.read() as snap:
+            res = snap.resolve([raw])
+            answer = snap.answers(res, [key])[0]
+            answer["epoch"] = snap.epoch
+        if answer["match"] != "exact":
+            st.cache.put(key, snap.epoch, answer)
+    st.recent.append(key)
     st.metrics.observe_request(time.perf_counter() - started, 1, st.budget)
     if answer["match"] == "none":
         st.metrics.no_route.inc()
@@ -481,9 +525,8 @@ async def _boot(app):
 async def _reclaim_loop(st):
     while True:
         await asyncio.sleep(max(0.001, min(st.rcu.grace_period, 0.05)))
-        done = st.rcu.reclaim()
-        for wait in done.waits:
-            st.metrics.grace.observe(wait)
+        st.rcu.reclaim()  # the grace histogram is fed by ServerState._on_reclaimed
+        st.rcu.report_stalls()
 
 
 async def _rotate_loop(st, every=10.0):

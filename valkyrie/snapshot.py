@@ -6,14 +6,11 @@ kind: IPv4 text, IPv6 text or a name) -> the default route -> no route.
 
 import ipaddress
 
-import numpy as np
-
-from jit.addr import parse_addresses
+from jit.resolve import PREFIX, resolve
 from valkyrie.keys import pack_keys
 
 __all__ = ["Snapshot", "Resolution", "MATCH_NAMES"]
 
-NONE, EXACT, PREFIX, DEFAULT = 0, 1, 2, 3
 MATCH_NAMES = ("none", "exact", "prefix", "default")
 KIND_NAME, KIND_V4, KIND_V6 = 0, 4, 6
 
@@ -38,7 +35,7 @@ class Snapshot:
     ``release()`` its tables are gone.
     """
 
-    __slots__ = ("epoch", "nodes", "exact", "ipv4", "ipv6", "names", "default", "route_count", "released")
+    __slots__ = ("epoch", "nodes", "exact", "ipv4", "ipv6", "names", "default", "route_count", "released", "_kargs")
 
     def __init__(self, *, epoch, nodes, exact, ipv4, ipv6, names, default=-1):
         self.epoch = epoch
@@ -47,6 +44,7 @@ class Snapshot:
         self.default = default
         self.route_count = len(exact) + len(ipv4) + len(ipv6) + len(names)
         self.released = False
+        self._kargs = None  # the tables' arrays as the resolve kernel takes them, gathered on first use
 
     def freeze(self):
         """Make every array readers see read-only; called once before publishing."""
@@ -63,7 +61,7 @@ class Snapshot:
         if self.released:
             return 0
         freed = self.nbytes()
-        self.exact = self.ipv4 = self.ipv6 = self.names = None
+        self.exact = self.ipv4 = self.ipv6 = self.names = self._kargs = None
         self.released = True
         return freed
 
@@ -73,41 +71,15 @@ class Snapshot:
 
     def resolve_packed(self, data, offsets):
         """Resolve keys already packed in an arena (``valkyrie.keys.pack_keys`` form)."""
-        n = offsets.shape[0] - 1
-        node = self.exact.lookup(data, offsets)
-        match = np.where(node >= 0, EXACT, NONE).astype(np.int8)
-        plen = np.full(n, -1, dtype=np.int16)
-        kind, v4, v6hi, v6lo = parse_addresses(data, offsets)
-        missing = node < 0
-        sel = np.flatnonzero(missing & (kind == KIND_V4))
-        if sel.size:
-            self._fill(sel, *self.ipv4.lookup_ipv4(v4[sel]), node, match, plen)
-        sel = np.flatnonzero(missing & (kind == KIND_V6))
-        if sel.size:
-            self._fill(sel, *self.ipv6.lookup_ipv6(v6hi[sel], v6lo[sel]), node, match, plen)
-        sel = np.flatnonzero(missing & (kind == KIND_NAME))
-        if sel.size and len(self.names):
-            # One pass over the whole arena is cheaper than gathering the name keys into a new one.
-            values, plens = self.names.lookup_keys(data, offsets)
-            self._fill(sel, values[sel], plens[sel], node, match, plen)
-        if self.default >= 0:
-            unresolved = node < 0
-            node[unresolved] = self.default
-            match[unresolved] = DEFAULT
-        return Resolution(data, offsets, node, match, plen, kind, v4, v6hi, v6lo)
+        if self._kargs is None:
+            self._kargs = (*self.exact.kernel_args(), *self.ipv4.kernel_args(), *self.ipv6.kernel_args(),
+                           *self.names.kernel_args(), int(self.default))
+        return Resolution(data, offsets, *resolve(_readonly(data), _readonly(offsets), *self._kargs))
 
     def next_hops(self, res):
         """Next-hop ids of a ``Resolution`` as one newline-separated bytes (empty line: no route)."""
         ids = self.nodes.id_bytes
         return b"\n".join([ids[nh] if nh >= 0 else b"" for nh in res.node.tolist()])
-
-    @staticmethod
-    def _fill(sel, values, plens, node, match, plen):
-        hit = values >= 0
-        idx = sel[hit]
-        node[idx] = values[hit]
-        match[idx] = PREFIX
-        plen[idx] = plens[hit]
 
     def answers(self, res, texts):
         """JSON-ready answers for a ``Resolution`` (``texts`` are the keys as the client sent them)."""
@@ -122,6 +94,14 @@ class Snapshot:
 
     def __repr__(self):
         return f"Snapshot(epoch={self.epoch}, routes={self.route_count}, nodes={len(self.nodes)})"
+
+
+def _readonly(a):
+    """A read-only view, so the kernel compiles for one array type whatever the caller passes."""
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
 
 
 def prefix_text(res, i):
