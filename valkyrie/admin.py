@@ -7,10 +7,12 @@ from pathlib import Path
 
 import orjson
 
+from valkyrie.cache import warm
 from valkyrie.config import ConfigError
 from valkyrie.maintenance import force_reclaim, write_heap_profile
 from valkyrie.reload import reload_config
-from valkyrie.tuning import apply_tuning, tuning_view
+from valkyrie.routes import RouteError
+from valkyrie.tuning import NotReady, apply_tuning, tuning_view
 
 __all__ = ["load_admin_token", "is_loopback", "requires_token", "check_token", "add_admin_routes", "TOKEN_ENV"]
 
@@ -92,11 +94,50 @@ def add_admin_routes(app, state_key, json_response, api_error):
             view = await apply_tuning(st, body)
         except ConfigError as exc:
             raise api_error(400, "invalid_tuning", "; ".join(exc.problems)) from None
+        except NotReady as exc:
+            raise api_error(503, "not_ready", str(exc)) from None
         return json_response({"epoch": st.rcu.current.epoch if st.rcu.ready else 0, "tuning": view})
 
+    async def cache_warmup(request):
+        st = request.app[state_key]
+        if not st.ready:
+            raise api_error(503, "not_ready", "route tables are not loaded yet")
+        keys, source = _warmup_keys(await request.read(), st, api_error), "body"
+        if keys is None:
+            # No body: replay the recent single lookups, most recent last so they stay cached longest.
+            keys, source = list(dict.fromkeys(st.recent)), "recent"
+        if st.cache.size == 0:
+            raise api_error(409, "cache_disabled", "the route cache is off (route_cache_size = 0); "
+                                                   "PATCH /admin/tuning {\"route_cache_size\": 50000} first")
+        try:
+            result = warm(st.cache, st.rcu, keys)
+        except RouteError as exc:
+            raise api_error(400, "invalid_key", str(exc)) from None
+        return json_response({**result, "source": source, "entries": len(st.cache)})
+
     app.router.add_get("/admin/tuning", get_tuning)
+    app.router.add_post("/admin/cache/warmup", cache_warmup)
     app.router.add_patch("/admin/tuning", patch_tuning)
     app.router.add_post("/admin/reload", reload)
     app.router.add_post("/admin/gc", gc)
     app.router.add_post("/admin/heap-dump", heap_dump)
     return app
+
+
+def _warmup_keys(raw, st, api_error):
+    """Keys from a ``{"keys": [...]}`` body, or None for an empty body (use the recent sample)."""
+    if not raw.strip():
+        return None
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise api_error(400, "malformed_json", f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict) or set(body) != {"keys"}:
+        raise api_error(400, "invalid_body", 'body must be {"keys": ["198.51.100.7", ...]}, or empty to replay '
+                                             "recent lookups")
+    keys = body["keys"]
+    if not isinstance(keys, list) or not keys:
+        raise api_error(400, "invalid_body", f"'keys' must be a non-empty list of strings, got {keys!r:.60}")
+    if len(keys) > st.max_keys:
+        raise api_error(413, "batch_too_large", f"'keys' has {len(keys)} entries; at most {st.max_keys} per request")
+    return keys

@@ -172,6 +172,17 @@ def _flat_series(state):
     yield "valkyrie_rcu_oldest_reader_seconds", "Age of the oldest reader in a critical section", one(rcu["oldest_reader_seconds"]), "gauge"
     yield "valkyrie_rcu_reclaimed_bytes", "Bytes released by RCU reclamation", one(rcu["reclaimed_bytes_total"]), "counter"
     yield "valkyrie_rcu_reclaimed_snapshots", "Snapshots released by RCU reclamation", one(rcu["reclaimed_total"]), "counter"
+    yield "valkyrie_rcu_stalled_readers", "Readers inside one snapshot longer than the stall limit (1s)", one(rcu["stalled_readers"]), "gauge"
+    yield "valkyrie_rcu_reader_stalls", "Reader stalls reported (WARN logged once each)", one(rcu["stalls_total"]), "counter"
+    yield "valkyrie_rcu_grace_wait_seconds", "How long the oldest retired snapshot has waited for reclamation", one(rcu["oldest_pending_seconds"]), "gauge"
+    yield "valkyrie_cra_defragmentations", "CRA tables rebuilt compactly past cra_defrag_threshold", [({"family": f}, c["defragmentations"]) for f, c in cra.items()], "counter"
+    cache = state["cache"]
+    yield "valkyrie_cache_hits", "Single lookups answered from the route cache", one(cache["hits"]), "counter"
+    yield "valkyrie_cache_misses", "Single lookups the route cache could not answer", one(cache["misses"]), "counter"
+    yield "valkyrie_cache_evictions", "Route cache entries evicted to stay within route_cache_size", one(cache["evictions"]), "counter"
+    yield "valkyrie_cache_invalidations", "Times a new snapshot emptied the route cache", one(cache["invalidations"]), "counter"
+    yield "valkyrie_cache_entries", "Answers in the route cache", one(cache["entries"]), "gauge"
+    yield "valkyrie_cache_capacity", "Route cache capacity in entries (route_cache_size, bounded by max_cache_memory)", one(cache["size"]), "gauge"
     yield "valkyrie_update_queue_depth", "Update batches waiting for the writer", one(state["queue_depth"]), "gauge"
     pool = state["pool"]
     yield "valkyrie_connection_pool_size", "Configured connection_pool_size", one(pool["size"]), "gauge"

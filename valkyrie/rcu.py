@@ -3,11 +3,18 @@
 Protocol (after DPDK's QSBR): a reader marks its slot with the epoch of the
 snapshot it is about to read, then re-checks that the snapshot is still the
 current one; only then does it use it. A retired snapshot is released once no
-slot holds an epoch at or below its own and ``grace_period`` has passed since
-it was retired. Because a reader always re-checks after marking, a writer that
-saw the slot empty can never have released what the reader goes on to use.
+slot holds its epoch and ``grace_period`` has passed since it was retired
+(``aggressive`` skips the grace period: the epoch check alone is what makes
+release safe, the grace period is slack for readers in other processes).
+Because a reader always re-checks after marking, a writer that saw no slot
+holding an epoch can never have released what the reader goes on to use.
+
+A reader stuck in its critical section holds back only the one snapshot it
+reads, never the newer retired ones; ``report_stalls()`` names it in a WARN
+log line and counts it, instead of waiting on it silently.
 """
 
+import logging
 import threading
 import time
 from collections import deque
@@ -15,9 +22,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from jit.rcu import OFFLINE, min_active_epoch, oldest_reader_since
+from jit.rcu import OFFLINE, oldest_reader_since
 
 __all__ = ["RcuDomain", "Reclaimed"]
+
+log = logging.getLogger("valkyrie.rcu")
 
 
 class Reclaimed:
@@ -37,20 +46,26 @@ class RcuDomain:
 
     ``read()`` is safe from any thread (one active read per thread at a time);
     ``publish()`` and ``reclaim()`` may be called from any thread and serialise
-    on an internal lock.
+    on an internal lock. ``on_reclaimed(Reclaimed)``, when set, is called after
+    every pass that released something, from the thread that ran it.
     """
 
-    def __init__(self, *, slots=256, grace_period=0.005):
+    def __init__(self, *, slots=256, grace_period=0.005, aggressive=False, stall_after=1.0, on_reclaimed=None):
         self.slots = np.zeros(slots, dtype=np.int64)
         self.entered_ns = np.zeros(slots, dtype=np.int64)
         self.grace_period = grace_period
+        self.aggressive = aggressive
+        self.stall_after = stall_after
+        self.on_reclaimed = on_reclaimed
         self._free = list(range(slots - 1, -1, -1))
         self._local = threading.local()
         self._lock = threading.Lock()
         self._current = None
         self._retired = deque()
+        self._stalled = {}  # slot -> entered_ns of the stall already reported
         self.reclaimed_total = 0
         self.reclaimed_bytes_total = 0
+        self.stalls_total = 0
 
     @property
     def current(self):
@@ -94,7 +109,11 @@ class RcuDomain:
             slots[slot] = OFFLINE
 
     def publish(self, snapshot):
-        """Make ``snapshot`` current and retire the previous one; returns its epoch."""
+        """Make ``snapshot`` current and retire the previous one; returns its epoch.
+
+        With ``aggressive`` set, retired snapshots no reader holds are released
+        right here instead of waiting for the next timed ``reclaim()``.
+        """
         with self._lock:
             old = self._current
             if old is not None and snapshot.epoch <= old.epoch:
@@ -102,6 +121,8 @@ class RcuDomain:
             self._current = snapshot
             if old is not None:
                 self._retired.append((old, time.monotonic_ns()))
+        if self.aggressive:
+            self.reclaim(force_grace=True)
         return snapshot.epoch
 
     def reclaim(self, *, force_grace=False):
@@ -110,23 +131,55 @@ class RcuDomain:
         now = time.monotonic_ns()
         grace_ns = 0 if force_grace else int(self.grace_period * 1e9)
         with self._lock:
-            floor = min_active_epoch(self.slots)
+            # Epochs readers are inside now; a slot marked after this scan re-checks
+            # the current snapshot, which is never among the retired ones.
+            held = set(self.slots[self.slots != OFFLINE].tolist())
+            keep = deque()
             while self._retired:
                 snap, retired_at = self._retired[0]
-                if floor != -1 and floor <= snap.epoch:
-                    break
                 if now - retired_at < grace_ns:
-                    break
+                    break  # retired in order: every later one is younger still
                 self._retired.popleft()
+                if snap.epoch in held:
+                    keep.append((snap, retired_at))
+                    continue
                 out.epochs.append(snap.epoch)
                 out.nbytes += snap.release()
                 out.waits.append((now - retired_at) / 1e9)
-        self.reclaimed_total += len(out.epochs)
-        self.reclaimed_bytes_total += out.nbytes
+            self._retired.extendleft(reversed(keep))
+            self.reclaimed_total += len(out.epochs)
+            self.reclaimed_bytes_total += out.nbytes
+        if out.epochs and self.on_reclaimed is not None:
+            self.on_reclaimed(out)
         return out
 
+    def stalled_readers(self, now_ns=None):
+        """``[(slot, epoch, seconds)]`` for readers inside one snapshot longer than ``stall_after``."""
+        now_ns = time.monotonic_ns() if now_ns is None else now_ns
+        limit = int(self.stall_after * 1e9)
+        active = np.flatnonzero(self.slots != OFFLINE)
+        ages = now_ns - self.entered_ns[active]
+        return [(int(s), int(self.slots[s]), a / 1e9) for s, a in zip(active.tolist(), ages.tolist()) if a > limit]
+
+    def report_stalls(self):
+        """WARN once per stuck reader (and note when it leaves); returns how many are stuck now."""
+        stuck = self.stalled_readers()
+        now = {slot: (epoch, age) for slot, epoch, age in stuck}
+        for slot, (epoch, age) in now.items():
+            entered = int(self.entered_ns[slot])
+            if self._stalled.get(slot) != entered:
+                self._stalled[slot] = entered
+                self.stalls_total += 1
+                log.warning("WARN RCU reader stalled: slot %d has been inside epoch %d for %.3fs; that snapshot "
+                            "cannot be reclaimed until it leaves (%d retired pending)",
+                            slot, epoch, age, len(self._retired))
+        for slot in [s for s in self._stalled if s not in now]:
+            del self._stalled[slot]
+            log.info("RCU reader in slot %d left its stalled critical section", slot)
+        return len(now)
+
     def stats(self):
-        """Pending retired snapshots, active readers and the oldest reader's age."""
+        """Pending retired snapshots, active readers, the oldest reader's age and stalls."""
         now = time.monotonic_ns()
         with self._lock:
             pending = len(self._retired)
@@ -137,7 +190,10 @@ class RcuDomain:
             "oldest_pending_seconds": oldest_retired,
             "active_readers": int(np.count_nonzero(self.slots)),
             "oldest_reader_seconds": oldest_reader_since(self.slots, self.entered_ns, now) / 1e9,
+            "stalled_readers": len(self.stalled_readers(now)),
+            "stalls_total": self.stalls_total,
             "grace_period_seconds": self.grace_period,
+            "aggressive_reclaim": self.aggressive,
             "reclaimed_total": self.reclaimed_total,
             "reclaimed_bytes_total": self.reclaimed_bytes_total,
         }

@@ -8,7 +8,7 @@ live (a FIT change is a rebuilt table published as a new snapshot);
 from valkyrie.config import ConfigError, SCHEMA, validate_updates
 from valkyrie.units import format_duration
 
-__all__ = ["TUNABLE", "tuning_view", "apply_tuning"]
+__all__ = ["TUNABLE", "NotReady", "tuning_view", "apply_tuning"]
 
 TUNABLE = {
     "fit_load_factor": "routing.lockfree.fit_load_factor",
@@ -20,6 +20,10 @@ TUNABLE = {
     "route_cache_ttl": "routing.route_cache_ttl",
     "cra_defrag_threshold": "routing.lockfree.cra_defrag_threshold",
 }
+
+
+class NotReady(RuntimeError):
+    """Tuning asked for before the first snapshot is live."""
 
 
 def _display(dotted, value):
@@ -46,6 +50,9 @@ async def apply_tuning(state, body):
     unknown = [k for k in body if k not in TUNABLE]
     if unknown:
         raise ConfigError([f"{k!r} is not live-tunable; tunable: {', '.join(TUNABLE)}" for k in unknown])
+    if not state.ready:
+        # A geometry change needs the live tables; one made during start-up could be lost to the first build.
+        raise NotReady("route tables are not loaded yet; tune once GET /health answers 200")
     reverts = {TUNABLE[k]: state.file_config[TUNABLE[k]] for k, v in body.items() if v is None}
     updates = validate_updates(state.config, {TUNABLE[k]: v for k, v in body.items() if v is not None})
     values = {**reverts, **updates}

@@ -73,10 +73,12 @@ def parse_delete(body, limit):
 class RouteWriter:
     """Owns what the routes are; only the publisher thread calls ``stage``/``build``."""
 
-    def __init__(self, *, fit_load_factor=0.75, fit_capacity=None, cra_initial_capacity=None):
+    def __init__(self, *, fit_load_factor=0.75, fit_capacity=None, cra_initial_capacity=None, cra_defrag_threshold=0.25):
         self.fit_load_factor = fit_load_factor
         self.fit_capacity = fit_capacity
         self.cra_initial_capacity = cra_initial_capacity
+        self.cra_defrag_threshold = cra_defrag_threshold
+        self.defrags = {f: 0 for f in FAMILIES}  # CRA defragmentations per family, for metrics
         self.nodes = NodeTable()
         self.exact = {}  # key bytes -> node index
         self.prefixes = {}  # (family, network, plen) -> node index
@@ -249,17 +251,34 @@ class RouteWriter:
                 ups = [(t[1], t[2], self.prefixes[t]) for t in touched if t in self.prefixes]
                 dels = [(t[1], t[2]) for t in touched if t not in self.prefixes]
                 table = table.updated(ups, dels)
+                table = self._defragmented(family, table)
             cra[attr] = table
         return exact, cra
 
+    def _defragmented(self, family, table):
+        """``table`` rebuilt compactly once its dead arena slots pass ``cra_defrag_threshold``."""
+        # Copy-on-write leaves replaced nodes behind; without this the arena only grows.
+        if table.stats()["fragmentation"] <= self.cra_defrag_threshold:
+            return table
+        self.defrags[family] += 1
+        return table.defragmented()
+
+    def defragment(self, previous):
+        """A snapshot whose CRA tables past ``cra_defrag_threshold`` are rebuilt (after lowering it live)."""
+        tables = {("names" if f == "name" else f): self._defragmented(f, getattr(previous, "names" if f == "name" else f))
+                  for f in FAMILIES}
+        self.epoch += 1
+        snap = Snapshot(epoch=self.epoch, nodes=previous.nodes, exact=previous.exact, default=previous.default, **tables)
+        return snap.freeze()
+
     def rebuild_fit(self, previous, *, load_factor=None, capacity=None):
         """A snapshot whose FIT is rebuilt at a new geometry (live tuning)."""
-        if load_factor is not None:
-            self.fit_load_factor = load_factor
-        if capacity is not None:
-            self.fit_capacity = capacity
+        lf = self.fit_load_factor if load_factor is None else load_factor
+        cap = self.fit_capacity if capacity is None else capacity
+        # Build first: a rebuild that fails leaves the writer's geometry as it was.
+        exact = previous.exact.rebuilt(load_factor=lf, capacity=cap)
+        self.fit_load_factor, self.fit_capacity = lf, cap
         self.epoch += 1
-        exact = previous.exact.rebuilt(load_factor=self.fit_load_factor, capacity=self.fit_capacity)
         snap = Snapshot(epoch=self.epoch, nodes=previous.nodes, exact=exact, ipv4=previous.ipv4,
                         ipv6=previous.ipv6, names=previous.names, default=previous.default)
         return snap.freeze()

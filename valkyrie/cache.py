@@ -1,0 +1,120 @@
+"""Route cache for single-key lookups: answers by key, LRU-bounded, with a TTL, tied to one snapshot epoch.
+
+Only ``GET /v1/route/{key}`` uses it, and only for answers resolved past the
+FIT (prefix, default, no route): an exact answer is already one FIT probe.
+Batch lookups never use it: the kernels resolve a batch faster than a Python
+dict could be consulted per key. Whether a hit is worth having on the single
+path is measured by ``bench/bench_cache.py`` (see bench/results/cache.txt).
+
+Invalidation is lazy and single-threaded: the first ``get`` of a newer epoch
+empties the cache, so the writer thread never touches it.
+"""
+
+import time
+from collections import OrderedDict
+
+from valkyrie.routes import RouteError, parse_key
+
+__all__ = ["RouteCache", "warm"]
+
+# Rough bytes one cached answer holds (key, answer dict, OrderedDict links); bounds entries by max_cache_memory.
+ENTRY_BYTES = 400
+
+
+class RouteCache:
+    """``get(key, epoch)`` / ``put(key, epoch, answer)``; a new epoch empties it.
+
+    Not thread-safe: the server calls it from the event loop only.
+    """
+
+    def __init__(self, size, ttl, *, max_bytes=None, clock=time.monotonic):
+        self.epoch = -1
+        self._entries = OrderedDict()
+        self.clock = clock
+        self.hits = self.misses = self.evictions = self.expired = self.invalidations = 0
+        self.configure(size, ttl, max_bytes=max_bytes)
+
+    def configure(self, size, ttl, *, max_bytes=None):
+        """Change capacity and TTL live; shrinking evicts the least recently used."""
+        limit = size if max_bytes is None else min(size, max_bytes // ENTRY_BYTES)
+        self.size, self.ttl = max(0, int(limit)), ttl
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+            self.evictions += 1
+
+    def advance(self, epoch):
+        """Follow the live snapshot: a different epoch drops every entry of the old one."""
+        if epoch != self.epoch:
+            if self._entries:
+                self._entries.clear()
+                self.invalidations += 1
+            self.epoch = epoch
+
+    def get(self, key, epoch):
+        """The cached answer for ``key`` in snapshot ``epoch``, or None."""
+        self.advance(epoch)
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        if entry[0] < self.clock():
+            del self._entries[key]
+            self.expired += 1
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry[1]
+
+    def put(self, key, epoch, answer):
+        """Remember ``answer`` for ``key`` (ignored when it belongs to another epoch or the cache is off)."""
+        if self.size == 0 or epoch != self.epoch:
+            return
+        self._entries[key] = (self.clock() + self.ttl, answer)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+            self.evictions += 1
+
+    def clear(self):
+        """Drop every entry."""
+        self._entries.clear()
+
+    def stats(self):
+        """Counters and sizes for metrics."""
+        return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions, "expired": self.expired,
+                "invalidations": self.invalidations, "entries": len(self._entries), "size": self.size,
+                "ttl": self.ttl}
+
+    def __len__(self):
+        return len(self._entries)
+
+    def keys(self):
+        """Cached keys, least recently used first."""
+        return list(self._entries)
+
+
+def warm(cache, rcu, keys):
+    """Resolve ``keys`` (text) in one batch on the live snapshot and cache the answers past the FIT.
+
+    Raises ``RouteError`` naming the first invalid key before anything is cached.
+    Returns ``{"epoch", "keys", "cached", "exact"}``.
+    """
+    raw = [parse_key(k, f"keys[{i}]") if isinstance(k, str) else _not_text(i, k) for i, k in enumerate(keys)]
+    with rcu.read() as snap:
+        answers = snap.answers(snap.resolve(raw), keys)
+        epoch = snap.epoch
+    cache.advance(epoch)
+    cached = exact = 0
+    for key, answer in zip(keys, answers):
+        if answer["match"] == "exact":
+            exact += 1
+            continue
+        answer["epoch"] = epoch
+        cache.put(key, epoch, answer)
+        cached += 1
+    return {"epoch": epoch, "keys": len(keys), "cached": min(cached, cache.size), "exact": exact}
+
+
+def _not_text(i, value):
+    raise RouteError(f"keys[{i}] must be a string, got {type(value).__name__}: {value!r}", "invalid_key")
