@@ -4,8 +4,8 @@ import argparse
 import asyncio
 import sys
 
-from valkyrie.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
-from valkyrie.logs import setup_logging
+from valkyrie.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, validate_updates
+from valkyrie.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -32,9 +32,11 @@ def _parser():
     _add_lookup(sub)
     from tui.cli import add_parser as add_console
     from valkyrie.diagnose import add_parser as add_diagnose
+    from valkyrie.routes_cli import add_parser as add_routes
 
     add_console(sub).set_defaults(func=_console)
     add_diagnose(sub)
+    add_routes(sub)
     return p
 
 
@@ -136,17 +138,24 @@ def main(argv=None):
         return args.func(args)
     try:
         config = load_config(args.config)
-        for key, value in _overrides(args).items():
-            config = config.with_overrides(**{key: value})
+        # Options are checked like file values (a --port equal to the metrics port is a conflict),
+        # and pinned so a reload of the file keeps them.
+        config = config.pin(**validate_updates(config, _overrides(args)))
     except ConfigError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    setup_logging(config["logging.level"], config["logging.format"], config["logging.file"])
+    try:
+        configure_logging(config)
+    except ValueError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     from valkyrie.process import apply_process_settings
+
+    # Before the heavy imports: a jemalloc re-exec starts over, and pinning covers every thread made later.
+    apply_process_settings(config, argv if argv is not None else sys.argv[1:])
     from valkyrie.run import hold_early_signals, serve
 
     hold_early_signals()
-    apply_process_settings(config, argv if argv is not None else sys.argv[1:])
     try:
         return asyncio.run(serve(config))
     except SystemExit as exc:

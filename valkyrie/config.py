@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from valkyrie.system import memory_limit
-from valkyrie.units import parse_duration, parse_size
+from valkyrie.units import format_duration, parse_duration, parse_size
 
 __all__ = ["Config", "ConfigError", "Field", "SCHEMA", "load_config", "parse_config", "validate_updates",
            "DEFAULT_CONFIG_PATH"]
@@ -56,10 +56,10 @@ SCHEMA = {
     "server": {
         "host": _f("str", "127.0.0.1", "address the HTTP API binds"),
         "port": _f("port", 8080, "HTTP API port"),
-        "worker_threads": _f("int", 4, "threads for large lookup batches", minimum=1),
-        "blocking_threads": _f("int", 8, "threads for blocking work (file loads, rebuilds)", minimum=1),
-        "max_connections": _f("int", 10000, "open client connections accepted at once", minimum=1),
-        "connection_timeout": _f("duration", 30.0, "time allowed to receive a whole request"),
+        "worker_threads": _f("int", 4, "not used: lookups run on the event-loop thread; --check-conflicts still checks it", minimum=1),
+        "blocking_threads": _f("int", 8, "threads for blocking work: config and route file reads, heap profiles, forced GC", minimum=1),
+        "max_connections": _f("int", 10000, "not enforced (aiohttp has no connection cap); checked against connection_pool_size", minimum=1),
+        "connection_timeout": _f("duration", 30.0, "not enforced (aiohttp has no per-request receive deadline)"),
         "keepalive_timeout": _f("duration", 60.0, "idle time before a keep-alive connection closes"),
         "max_batch_keys": _f("int", 100000, "keys accepted in one lookup or update batch", minimum=1),
         "max_body_size": _f("size", 64 * 2**20, "largest request body accepted"),
@@ -77,8 +77,8 @@ SCHEMA = {
     "routing.lockfree": {
         "fit_capacity": _f("int", 65536, "initial FIT slots (power of two); grows to honour the load factor", minimum=8),
         "fit_load_factor": _f("float", 0.75, "FIT entries / slots before growing, in (0.1, 0.9]"),
-        "fit_hash_function": _f("str", "xxhash", "FIT key hash", choices=("xxhash", "xxh64")),
-        "cra_enable_compression": _f("bool", True, "collapse single-child chains in the name radix arena"),
+        "fit_hash_function": _f("str", "xxhash", "FIT key hash; xxh64 is the one implemented (xxhash names it too)", choices=("xxhash", "xxh64")),
+        "cra_enable_compression": _f("bool", True, "always on: the name arena is path-compressed by construction; false changes nothing"),
         "cra_initial_capacity": _f("int", 65536, "initial CRA arena slots", minimum=256),
         "cra_defrag_threshold": _f("float", 0.25, "dead/total arena slots that triggers defragmentation", minimum=0.0, maximum=1.0),
         "rcu_grace_period": _f("duration", 0.005, "minimum time a retired snapshot is kept after readers left"),
@@ -86,15 +86,15 @@ SCHEMA = {
         "rcu_aggressive_reclaim": _f("bool", False, "reclaim on every publish instead of on a timer"),
     },
     "performance": {
-        "enable_simd": _f("bool", True, "let LLVM vectorise kernels (Numba always may; kept for the guide)"),
-        "enable_zero_copy": _f("bool", True, "serve packed batches straight from request buffers"),
-        "enable_hot_path_optimization": _f("bool", True, "warm every kernel signature before reporting healthy"),
+        "enable_simd": _f("bool", True, "always on: LLVM vectorises the kernels where it can; false changes nothing"),
+        "enable_zero_copy": _f("bool", True, "always on: packed batches are resolved from the request buffer; false changes nothing"),
+        "enable_hot_path_optimization": _f("bool", True, "always on: every kernel is warmed before /health says ready; false changes nothing"),
         "performance_budget": _f("duration", BUDGET_SECONDS, "P99 routing-decision budget; at most 82µs"),
     },
     "performance.memory": {
         "enable_memory_profiling": _f("bool", False, "run tracemalloc so SIGUSR1 heap profiles show allocations"),
-        "gc_threshold": _f("size", 4 * 10**9, "RSS above which a GC and RCU reclaim are forced"),
-        "max_heap_size": _f("size", 4 * 10**9, "memory the route tables may use"),
+        "gc_threshold": _f("size", 4 * 10**9, "RSS above which a GC, RCU reclaim and malloc_trim are forced (checked every 5s)"),
+        "max_heap_size": _f("size", 4 * 10**9, "memory budget of the route tables; with max_cache_memory checked against the machine"),
         "heap_profile_path": _f("path", "", "where SIGUSR1 writes the heap profile (empty: the temp dir)"),
     },
     "caching.policies": {
@@ -110,17 +110,23 @@ SCHEMA = {
         "level": _f("str", "info", "least severe level written", choices=("debug", "info", "warning", "error")),
         "format": _f("str", "plain", "line format", choices=("plain", "json")),
         "file": _f("path", "", "log file (rotated) in addition to stderr; empty for stderr only"),
-        "performance_interval": _f("duration", 60.0, "how often a 'performance' line is logged"),
+        "performance_interval": _f("duration", 60.0, "how often a 'performance' line is logged", minimum=0.1),
+        "file_max_size": _f("size", 64 * 2**20, "size at which the log file is rotated", minimum=1024),
+        "file_backups": _f("int", 5, "rotated log files kept (valkyrie.log.1 ...)", minimum=1),
     },
 }
 
 
 class Config:
-    """A validated configuration: ``config["routing.lockfree.fit_load_factor"]``."""
+    """A validated configuration: ``config["routing.lockfree.fit_load_factor"]``.
 
-    def __init__(self, values, source=None):
+    ``pinned`` names keys set on the command line (``--port 0``): a reload of the file keeps them.
+    """
+
+    def __init__(self, values, source=None, pinned=()):
         self._values = dict(values)
         self.source = source
+        self.pinned = frozenset(pinned)
 
     def __getitem__(self, dotted):
         return self._values[dotted]
@@ -137,7 +143,15 @@ class Config:
         """A copy with some keys replaced; ``with_overrides(**{"server.port": 0})``."""
         values = dict(self._values)
         values.update(dotted_values)
-        return Config(values, self.source)
+        return Config(values, self.source, self.pinned)
+
+    def pin(self, **dotted_values):
+        """A copy with command-line values a reload keeps: ``pin(**{"server.port": 0})``."""
+        return Config({**self._values, **dotted_values}, self.source, self.pinned | set(dotted_values))
+
+    def repin(self, reloaded):
+        """``reloaded`` (a fresh read of this config's file) with this config's pinned values on top."""
+        return reloaded.pin(**{k: self._values[k] for k in self.pinned})
 
     def diff(self, other):
         """Keys whose value differs between ``self`` and ``other``."""
@@ -196,10 +210,12 @@ def _convert(field, value, base_dir):
 
 
 def _range_checks(field, dotted, value):
+    # Durations are held in seconds; quote them the way the file writes them.
+    show = format_duration if field.kind == "duration" else repr
     if field.minimum is not None and value < field.minimum:
-        yield f"{dotted} = {value!r} is below the minimum {field.minimum}"
+        yield f"{dotted} = {show(value)} is below the minimum {show(field.minimum)}"
     if field.maximum is not None and value > field.maximum:
-        yield f"{dotted} = {value!r} is above the maximum {field.maximum}"
+        yield f"{dotted} = {show(value)} is above the maximum {show(field.maximum)}"
 
 
 def _did_you_mean(name, candidates):
@@ -211,11 +227,14 @@ def _is_section(dotted):
     return any(s == dotted or s.startswith(dotted + ".") for s in SCHEMA)
 
 
-def _walk(table, section, problems, out, base_dir):
+def _walk(table, section, problems, out, base_dir, raw):
     for key, value in table.items():
         dotted = _dotted(section, key)
         if isinstance(value, dict) and _is_section(dotted):
-            _walk(value, dotted, problems, out, base_dir)
+            _walk(value, dotted, problems, out, base_dir, raw)
+            continue
+        if _is_section(dotted):
+            problems.append(f"[{dotted}] must be a table of keys, got {key} = {value!r}")
             continue
         fields = SCHEMA.get(section, {})
         if key not in fields:
@@ -226,6 +245,7 @@ def _walk(table, section, problems, out, base_dir):
             problems.append(f"unknown {kind} {key!r} in {where}{_did_you_mean(key, candidates)}")
             continue
         field = fields[key]
+        raw[dotted] = value
         try:
             out[dotted] = _convert(field, value, base_dir)
         except ValueError as exc:
@@ -234,16 +254,19 @@ def _walk(table, section, problems, out, base_dir):
         problems.extend(_range_checks(field, dotted, out[dotted]))
 
 
-def _semantic_checks(values):
+def _semantic_checks(values, raw=None):
+    """Problems between keys or against the guide's limits; ``raw`` holds the values as written."""
     lf = values["routing.lockfree.fit_load_factor"]
     if not 0.1 < lf <= 0.9:
         yield f"routing.lockfree.fit_load_factor = {lf} must be in (0.1, 0.9]"
     cap = values["routing.lockfree.fit_capacity"]
-    if cap & (cap - 1):
+    # A capacity below the minimum is already reported; no power-of-two advice for it.
+    if cap > 0 and cap & (cap - 1):
         yield f"routing.lockfree.fit_capacity = {cap} is not a power of two (try {1 << (cap - 1).bit_length()})"
     budget = values["performance.performance_budget"]
     if budget > BUDGET_SECONDS + 1e-12:
-        yield f'Performance budget "{_budget_text(budget)}" exceeds requirement of 82µs'
+        written = (raw or {}).get("performance.performance_budget")
+        yield f'Performance budget "{written if isinstance(written, str) else _budget_text(budget)}" exceeds requirement of 82µs'
     if values["server.port"] == values["observability.metrics.port"] and values["server.port"] != 0 and values["observability.metrics.enable"]:
         yield "Port conflict between HTTP and metrics endpoint"
     limit = memory_limit()
@@ -281,7 +304,9 @@ def validate_updates(config, raw):
         problems.extend(_range_checks(field, dotted, parsed[dotted]))
     merged = dict(config.items())
     merged.update(parsed)
-    problems.extend(p for p in _semantic_checks(merged) if p not in set(_semantic_checks(dict(config.items()))))
+    # Only problems the update introduces: the running config's own are not this request's fault.
+    existing = set(_semantic_checks(dict(config.items())))
+    problems.extend(p for p in _semantic_checks(merged, raw) if p not in existing)
     if problems:
         raise ConfigError(problems)
     return parsed
@@ -296,11 +321,11 @@ def parse_config(data, source=None, base_dir=None):
     """Validate a parsed TOML mapping into a ``Config``; raise ``ConfigError`` listing every problem."""
     problems = []
     values = defaults()
-    parsed = {}
-    _walk(data, "", problems, parsed, Path(base_dir) if base_dir else None)
+    parsed, raw = {}, {}
+    _walk(data, "", problems, parsed, Path(base_dir) if base_dir else None, raw)
     values.update(parsed)
     # Keys that failed to parse still hold their (valid) defaults, so these checks never double-report.
-    problems.extend(_semantic_checks(values))
+    problems.extend(_semantic_checks(values, raw))
     if problems:
         raise ConfigError(problems, source)
     return Config(values, source)

@@ -1,5 +1,6 @@
 """``--check-conflicts``: settings that are each valid but clash with each other or with this machine."""
 
+import errno
 import socket
 
 from valkyrie.system import usable_cpus
@@ -7,16 +8,23 @@ from valkyrie.system import usable_cpus
 __all__ = ["check_conflicts"]
 
 
-def _port_in_use(host, port):
+def _bind_problem(host, port):
+    """Why ``host:port`` cannot be bound here, or None (port 0 always can)."""
     if port == 0:
-        return False
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        return None
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        return f"cannot resolve {host!r}: {exc.strerror}"
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
-        except OSError:
-            return True
-    return False
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "is already in use on this machine"
+            return f"cannot be bound: {exc.strerror}"
+    return None
 
 
 def check_conflicts(config, *, probe_ports=True):
@@ -29,10 +37,12 @@ def check_conflicts(config, *, probe_ports=True):
     missing = sorted(set(config["cpu_cores"]) - set(cpus))
     if missing:
         problems.append(f"cpu_cores names CPU(s) {missing} but this machine offers {cpus}")
-    limit = 2 * len(cpus)
+    # The guide sizes worker threads at 2x the cores; beyond 8 per CPU threads only contend.
+    per_cpu = 8
     for key in ("server.worker_threads", "server.blocking_threads"):
-        if config[key] > 4 * limit:
-            problems.append(f"{key} = {config[key]} is more than 4x the {limit} threads 2x{len(cpus)} CPUs can run")
+        if config[key] > per_cpu * len(cpus):
+            problems.append(f"{key} = {config[key]} is more than {per_cpu} per CPU ({len(cpus)} CPUs here, "
+                            f"at most {per_cpu * len(cpus)}): the extra threads only contend")
     pool, concurrent = config["routing.connection_pool_size"], config["routing.max_concurrent_requests"]
     if pool > concurrent:
         problems.append(f"routing.connection_pool_size = {pool} exceeds routing.max_concurrent_requests = {concurrent}: "
@@ -42,6 +52,7 @@ def check_conflicts(config, *, probe_ports=True):
                         f"routing.connection_pool_size = {pool}: the pool can never fill")
     if probe_ports:
         for what, host, port in (("HTTP", config["server.host"], http), ("metrics", config["observability.metrics.host"], metrics)):
-            if _port_in_use(host, port):
-                problems.append(f"{what} port {host}:{port} is already in use on this machine")
+            if config["observability.metrics.enable"] or what == "HTTP":
+                if (problem := _bind_problem(host, port)) is not None:
+                    problems.append(f"{what} port {host}:{port} {problem}")
     return problems

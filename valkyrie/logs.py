@@ -1,4 +1,8 @@
-"""Logging to stderr and an optional rotating file, as plain text or JSON lines."""
+"""Logging to stderr and an optional rotating file, as plain text or JSON lines.
+
+Faults are logged at ERROR or WARNING with the message itself starting ``ERROR``
+or ``WARN``, so ``grep -E "ERROR|WARN"`` finds them in either format.
+"""
 
 import json
 import logging
@@ -6,7 +10,7 @@ import logging.handlers
 import time
 from pathlib import Path
 
-__all__ = ["setup_logging", "JsonFormatter"]
+__all__ = ["setup_logging", "configure_logging", "JsonFormatter"]
 
 PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -26,20 +30,37 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup_logging(level="info", fmt="plain", file=""):
-    """Route the ``valkyrie`` loggers to stderr and, when ``file`` is set, a rotating file."""
+def _file_handler(file, max_bytes, backups):
+    try:
+        Path(file).parent.mkdir(parents=True, exist_ok=True)
+        return logging.handlers.RotatingFileHandler(file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot open log file {file}: {exc.strerror or exc}") from None
+
+
+def setup_logging(level="info", fmt="plain", file="", *, max_bytes=64 * 2**20, backups=5):
+    """Route the ``valkyrie`` loggers to stderr and, when ``file`` is set, a rotating file.
+
+    Raises ``ValueError`` naming the file when it cannot be opened; the previous handlers then stay.
+    """
+    # Open the new file before touching the old handlers, so a bad path changes nothing.
+    handlers = [logging.StreamHandler()]
+    if file:
+        handlers.append(_file_handler(file, max_bytes, backups))
     root = logging.getLogger("valkyrie")
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
     formatter = JsonFormatter() if fmt == "json" else logging.Formatter(PLAIN)
-    handlers = [logging.StreamHandler()]
-    if file:
-        Path(file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.handlers.RotatingFileHandler(file, maxBytes=64 * 2**20, backupCount=5, encoding="utf-8"))
     for handler in handlers:
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(level.upper())
     root.propagate = False
     return root
+
+
+def configure_logging(config):
+    """``setup_logging`` from a config's ``[logging]`` section."""
+    return setup_logging(config["logging.level"], config["logging.format"], config["logging.file"],
+                         max_bytes=config["logging.file_max_size"], backups=config["logging.file_backups"])

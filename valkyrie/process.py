@@ -6,7 +6,9 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["apply_process_settings", "find_jemalloc"]
+from valkyrie.system import usable_cpus
+
+__all__ = ["apply_process_settings", "find_jemalloc", "pin_cpus"]
 
 log = logging.getLogger("valkyrie.process")
 
@@ -39,10 +41,31 @@ def apply_process_settings(config, argv):
             log.info("re-executing with %s preloaded", lib)
             sys.stderr.flush()
             os.execve(sys.executable, [sys.executable, "-m", "valkyrie.cli", *argv], env)
-    cores = config["cpu_cores"]
-    if cores:
+    if config["cpu_cores"]:
+        pin_cpus(config["cpu_cores"])
+
+
+def _threads():
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
+
+
+def pin_cpus(cores):
+    """Pin every thread of this process to ``cores`` (CPUs this machine lacks are named and skipped)."""
+    usable = set(usable_cpus())
+    missing = sorted(set(cores) - usable)
+    wanted = sorted(set(cores) & usable)
+    if missing:
+        log.warning("WARN cpu_cores names CPU(s) %s this machine does not offer (it has %s)", missing, sorted(usable))
+    if not wanted:
+        log.warning("WARN none of cpu_cores %s is available; running unpinned", list(cores))
+        return
+    # sched_setaffinity(0) pins only the calling thread; threads started at import (BLAS, Numba) need their own call.
+    for tid in _threads():
         try:
-            os.sched_setaffinity(0, cores)
-            log.info("pinned to CPUs %s", sorted(os.sched_getaffinity(0)))
+            os.sched_setaffinity(tid, wanted)
         except OSError as exc:
-            log.warning("WARN cannot pin to cpu_cores %s: %s; running unpinned", cores, exc.strerror)
+            log.warning("WARN cannot pin thread %d to CPUs %s: %s", tid, wanted, exc.strerror)
+    log.info("pinned to CPUs %s", sorted(os.sched_getaffinity(0)))

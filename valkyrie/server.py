@@ -9,7 +9,6 @@ answer 503 until the router is ready. Every error is
 import asyncio
 import logging
 import time
-import tracemalloc
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -22,7 +21,8 @@ from aiohttp import web
 from valkyrie.admin import add_admin_routes, check_token, load_admin_token, requires_token
 from valkyrie.cache import RouteCache
 from valkyrie.config import Config
-from valkyrie.logs import setup_logging
+from valkyrie.logs import configure_logging
+from valkyrie.maintenance import set_memory_profiling, watch_memory
 from valkyrie.metrics import Metrics
 from valkyrie.publisher import Publisher
 from valkyrie.reload import watch_config_file
@@ -81,6 +81,10 @@ class ServerState:
         self.file_config = config
         self.overrides = {}  # "section.key" -> value set live (PATCH /admin/tuning)
         self.last_reload = None
+        self.reload_lock = asyncio.Lock()  # one config reload at a time (SIGHUP, file watch, POST)
+        self.config_fingerprint = None  # stat of the config file as last read (valkyrie.reload)
+        if config["performance.memory.enable_memory_profiling"]:
+            set_memory_profiling(True)
         self.admin_token = load_admin_token(config)
         self.ready = False
         self.boot_error = None
@@ -112,6 +116,9 @@ class ServerState:
 
     async def _apply_live(self, values, source):
         cfg = self.config.with_overrides(**values)
+        if any(k.startswith("logging.") for k in values):
+            # First: opening a new log file is the step that can fail, and then nothing else has changed.
+            configure_logging(cfg)
         lf, cap = "routing.lockfree.fit_load_factor", "routing.lockfree.fit_capacity"
         defrag = "routing.lockfree.cra_defrag_threshold"
         if (lf in values or cap in values) and self.ready:
@@ -130,12 +137,7 @@ class ServerState:
         self.publisher.max_pending = cfg["routing.lockfree.rcu_max_pending_updates"]
         self.budget = cfg["performance.performance_budget"]
         self.max_keys = cfg["server.max_batch_keys"]
-        if any(k.startswith("logging.") for k in values):
-            setup_logging(cfg["logging.level"], cfg["logging.format"], cfg["logging.file"])
-        if cfg["performance.memory.enable_memory_profiling"] and not tracemalloc.is_tracing():
-            tracemalloc.start(8)
-        elif not cfg["performance.memory.enable_memory_profiling"] and tracemalloc.is_tracing():
-            tracemalloc.stop()
+        set_memory_profiling(cfg["performance.memory.enable_memory_profiling"])
         self.config = cfg
         log.info("applied live (%s): %s", source, ", ".join(f"{k}={v}" for k, v in sorted(values.items())))
 
@@ -452,6 +454,8 @@ async def errors_and_limits(request, handler):
     except ApiError as exc:
         st.metrics.count_error(exc.code)
         response = _json(_error_body(exc.code, exc.message), status=exc.status)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="valkyrie admin"'
     except web.HTTPException as exc:
         code = _HTTP_CODES.get(exc.status, "http_error")
         message = exc.text if exc.status != 404 else f"no endpoint {request.method} {request.path}"
@@ -559,7 +563,7 @@ async def _background(app):
     st.publisher.on_publish = st.on_publish
     tasks = [asyncio.create_task(coro) for coro in
              (_boot(app), st.publisher.run(), _reclaim_loop(st), _rotate_loop(st), watch_config_file(st),
-              _performance_log_loop(st))]
+              _performance_log_loop(st), watch_memory(st))]
     yield
     for task in tasks:
         task.cancel()

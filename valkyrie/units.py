@@ -7,7 +7,7 @@ __all__ = ["parse_duration", "parse_size", "format_duration"]
 _DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ns|us|µs|μs|ms|s|m|h)\s*$")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
@@ -43,6 +43,8 @@ def parse_size(value):
     m = _SIZE.match(value)
     if not m:
         raise ValueError(f"{value!r} is not a size; write a number and one of B, KB, MB, GB, TB (or KiB, MiB, GiB, TiB)")
+    if m.group(1).startswith("-"):
+        raise ValueError(f"size {value!r} is negative")
     return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "B").lower()])
 
 
