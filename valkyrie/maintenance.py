@@ -1,5 +1,10 @@
-"""Memory maintenance the guide triggers with signals: heap profiles (SIGUSR1) and forced reclamation (SIGUSR2)."""
+"""Memory maintenance the guide triggers with signals: heap profiles (SIGUSR1) and forced reclamation (SIGUSR2).
 
+Also the ``gc_threshold`` watch (the same reclamation, forced when RSS passes the
+threshold) and the switch for allocation tracing (``enable_memory_profiling``).
+"""
+
+import asyncio
 import ctypes
 import ctypes.util
 import gc
@@ -12,7 +17,10 @@ from pathlib import Path
 
 from valkyrie.system import rss_bytes
 
-__all__ = ["write_heap_profile", "force_reclaim"]
+__all__ = ["write_heap_profile", "force_reclaim", "set_memory_profiling", "watch_memory"]
+
+# Frames kept per traced allocation: enough to see the caller of numpy/aiohttp internals.
+TRACE_FRAMES = 8
 
 log = logging.getLogger("valkyrie.memory")
 
@@ -27,8 +35,19 @@ def _malloc_trim():
         return False
 
 
+def set_memory_profiling(enabled):
+    """Start or stop tracemalloc so heap profiles can list the top allocations."""
+    if enabled and not tracemalloc.is_tracing():
+        tracemalloc.start(TRACE_FRAMES)
+    elif not enabled and tracemalloc.is_tracing():
+        tracemalloc.stop()
+
+
 def write_heap_profile(state, path=None):
-    """Write RSS, table bytes, RCU state and the top allocations to ``path``; returns the path."""
+    """Write RSS, table bytes, RCU state and the top allocations to ``path``; returns the path.
+
+    Raises ``OSError`` when the file cannot be written.
+    """
     path = Path(path or state.config["performance.memory.heap_profile_path"]
                 or Path(tempfile.gettempdir()) / f"valkyrie-heap-{os.getpid()}.txt")
     lines = [f"# valkyrie heap profile {time.strftime('%Y-%m-%dT%H:%M:%S')}",
@@ -54,7 +73,7 @@ def write_heap_profile(state, path=None):
     return path
 
 
-def force_reclaim(state):
+def force_reclaim(state, reason="requested"):
     """Run GC, reclaim every retired snapshot readers have left, trim malloc; returns what was freed."""
     before = rss_bytes()
     collected = gc.collect()
@@ -70,6 +89,19 @@ def force_reclaim(state):
         "rss_after_bytes": after,
         "rss_freed_bytes": max(0, before - after),
     }
-    log.info("forced reclamation freed: %d gc objects, %d snapshots (%d bytes), rss %.1f -> %.1f MB",
-             collected, len(done.epochs), done.nbytes, before / 1e6, after / 1e6)
+    log.info("forced reclamation (%s) freed: %d gc objects, %d snapshots (%d bytes), malloc_trim %s, rss %.1f -> %.1f MB",
+             reason, collected, len(done.epochs), done.nbytes, "released pages" if trimmed else "released nothing",
+             before / 1e6, after / 1e6)
     return result
+
+
+async def watch_memory(state, every=5.0):
+    """Force reclamation whenever RSS is above ``gc_threshold`` (checked every ``every`` seconds)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(every)
+        threshold, rss = state.config["performance.memory.gc_threshold"], rss_bytes()
+        if rss > threshold:
+            log.warning("WARN rss %.1f MB is above gc_threshold %.1f MB: forcing GC and RCU reclamation",
+                        rss / 1e6, threshold / 1e6)
+            await loop.run_in_executor(None, force_reclaim, state, "gc_threshold")

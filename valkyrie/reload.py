@@ -29,6 +29,8 @@ LIVE_KEYS = frozenset({
     "performance.memory.gc_threshold", "performance.memory.heap_profile_path",
     "performance.memory.enable_memory_profiling",
     "logging.level", "logging.format", "logging.file", "logging.performance_interval",
+    "logging.file_max_size", "logging.file_backups",
+    "caching.policies.max_cache_memory",
 })
 
 
@@ -42,20 +44,23 @@ def _fingerprint(path):
 
 async def reload_config(state, trigger):
     """Reload ``state.config.source``; returns the result dict also kept as ``state.last_reload``."""
+    async with state.reload_lock:
+        return await _reload(state, trigger)
+
+
+async def _reload(state, trigger):
     source = state.config.source
-    started = time.time()
-    result = {"trigger": trigger, "at": started, "file": str(source) if source else None}
+    result = {"trigger": trigger, "at": time.time(), "file": str(source) if source else None}
     if source is None:
-        result.update(result="error", error="the server runs on an in-memory config with no file to reload")
-        return _finish(state, result)
+        return _reject(state, result, ["the server runs on an in-memory config with no file to reload"],
+                       what="is not possible")
+    # Taken before the read: a write racing the read changes it again and the watcher reloads once more.
+    state.config_fingerprint = _fingerprint(source)
     loop = asyncio.get_running_loop()
     try:
-        new = await loop.run_in_executor(None, load_config, source)
+        new = state.file_config.repin(await loop.run_in_executor(None, load_config, source))
     except ConfigError as exc:
-        result.update(result="error", error=str(exc), problems=exc.problems)
-        log.error("ERROR hot.reload of %s rejected, still serving the previous config: %s", source,
-                  "; ".join(exc.problems))
-        return _finish(state, result)
+        return _reject(state, result, exc.problems)
     changed = state.file_config.diff(new)
     # An edited file key wins over a live override of it; overrides of keys the edit left alone stay.
     dropped = [k for k in state.overrides if k in changed]
@@ -63,11 +68,9 @@ async def reload_config(state, trigger):
     live = [k for k in changed if k in LIVE_KEYS]
     restart = [k for k in changed if k not in LIVE_KEYS]
     try:
-        await state.apply_live({k: new[k] for k in live}, source="file")
+        await state.apply_live({k: new[k] for k in live}, source=f"hot.reload ({trigger})")
     except ValueError as exc:
-        result.update(result="error", error=str(exc))
-        log.error("ERROR hot.reload of %s could not be applied: %s", source, exc)
-        return _finish(state, result)
+        return _reject(state, result, [str(exc)], what="could not be applied")
     state.file_config = new
     for k in dropped:
         state.overrides.pop(k, None)
@@ -76,7 +79,16 @@ async def reload_config(state, trigger):
                   epoch=state.rcu.current.epoch if state.rcu.ready else 0)
     if restart:
         log.warning("WARN hot.reload of %s: %s changed but only take effect after a restart", source, ", ".join(restart))
-    log.info("hot.reload of %s (%s): applied %s", source, trigger, ", ".join(live) or "nothing (no live key changed)")
+    log.info("hot.reload of %s (%s): validation passed, applied %s", source, trigger,
+             ", ".join(f"{k}={new[k]}" for k in live) or "nothing (no live key changed)")
+    return _finish(state, result)
+
+
+def _reject(state, result, problems, what="rejected (Configuration validation failed)"):
+    error = "; ".join(problems)
+    result.update(result="error", error=error, problems=list(problems))
+    log.error("ERROR hot.reload of %s (%s) %s: %s; still serving the previous config",
+              result["file"], result["trigger"], what, error)
     return _finish(state, result)
 
 
@@ -86,18 +98,35 @@ def _finish(state, result):
     return result
 
 
+async def _settled(path, step=0.05, limit=2.0):
+    """The file's fingerprint once two looks ``step`` apart agree (a writer that truncates then writes is done)."""
+    before = _fingerprint(path)
+    for _ in range(int(limit / step)):
+        await asyncio.sleep(step)
+        now = _fingerprint(path)
+        if now == before:
+            break
+        before = now
+    return before
+
+
 async def watch_config_file(state, interval=1.0):
-    """Reload whenever the config file's inode, size or mtime changes (editors often replace files)."""
+    """Reload whenever the config file's inode, size or mtime differs from the last one read (editors often replace files)."""
     source = state.config.source
     if source is None:
         return
-    seen = _fingerprint(source)
+    if state.config_fingerprint is None:
+        state.config_fingerprint = _fingerprint(source)
     while True:
         await asyncio.sleep(interval)
         now = _fingerprint(source)
-        if now != seen and now is not None:
-            seen = now
-            # Let a writer that truncates then writes finish before reading.
-            await asyncio.sleep(0.05)
-            seen = _fingerprint(source) or seen
+        # Gone (an editor mid-rename) or unchanged since the last reload by any trigger: nothing to do.
+        if now is None or now == state.config_fingerprint:
+            continue
+        if await _settled(source) is None:
+            continue
+        try:
             await reload_config(state, "file watch")
+        except Exception:
+            # The watcher must outlive any one bad reload.
+            log.exception("ERROR hot.reload by file watch failed unexpectedly; still watching %s", source)

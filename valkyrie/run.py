@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -35,10 +36,10 @@ def _install_signals(loop, state, stop):
         loop.create_task(reload_and_tell_systemd())
 
     def on_usr1():
-        loop.run_in_executor(None, write_heap_profile, state)
+        _in_background(loop, "SIGUSR1 heap profile", write_heap_profile, state)
 
     def on_usr2():
-        loop.run_in_executor(None, force_reclaim, state)
+        _in_background(loop, "SIGUSR2 reclamation", force_reclaim, state, "SIGUSR2")
 
     handlers = {signal.SIGHUP: on_hup, signal.SIGUSR1: on_usr1, signal.SIGUSR2: on_usr2,
                 signal.SIGTERM: stop.set, signal.SIGINT: stop.set}
@@ -48,6 +49,16 @@ def _install_signals(loop, state, stop):
         handlers[_EARLY.pop(0)]()
 
 log = logging.getLogger("valkyrie.run")
+
+
+def _in_background(loop, what, fn, *args):
+    """Run ``fn`` in a thread; a failure is logged (nobody awaits a signal's work)."""
+    def done(future):
+        exc = None if future.cancelled() else future.exception()
+        if exc is not None:
+            log.error("ERROR %s failed: %s", what, exc)
+
+    loop.run_in_executor(None, fn, *args).add_done_callback(done)
 
 
 async def _start_site(runner, host, port, what):
@@ -71,6 +82,10 @@ async def serve(config, *, on_ready=None):
     if state.admin_token is None and not is_loopback(host):
         raise SystemExit(f"refusing to serve update and admin endpoints on {host} without an admin token: "
                          f"set {TOKEN_ENV} or [server] admin_token_file, or bind to 127.0.0.1")
+    log.info("configuration validation passed for %s", config.source or "the built-in defaults")
+    # Blocking work (config and route file reads, heap profiles, forced GC) runs on these threads.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=config["server.blocking_threads"], thread_name_prefix="valkyrie-blocking"))
     app = create_app(config, state=state)
     runners = [web.AppRunner(app, access_log=None, keepalive_timeout=config["server.keepalive_timeout"])]
     try:
