@@ -189,7 +189,7 @@ async def test_reload_keeps_overrides_of_untouched_keys_and_drops_edited_ones(tm
         view = await tuning(api)
         assert view["rcu_grace_period"] == {"value": "9ms", "source": "file", "file_value": "9ms"}
         assert view["fit_load_factor"] == {"value": 0.6, "source": "live", "file_value": 0.75}
-        assert api.app[STATE].rcu.grace_period == 0.009
+        assert api.app[STATE].rcu.grace_period == pytest.approx(0.009)
 
 
 async def test_tuning_before_tables_are_loaded_is_503(tmp_path):

@@ -1,0 +1,92 @@
+"""FIT and CRA health metrics from the live snapshot, and CRA defragmentation past cra_defrag_threshold."""
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.conftest import make_config, wait_ready
+from tests.test_live_tuning import metric, patch, scrape
+from valkyrie.nodes import Node
+from valkyrie.routes import parse_route
+from valkyrie.server import create_app
+from valkyrie.writer import Batch, RouteWriter
+
+
+async def test_fit_metrics_describe_the_live_table_and_count_lookups(api):
+    text = await scrape(api)
+    entries, capacity = metric(text, "valkyrie_fit_entries"), metric(text, "valkyrie_fit_capacity")
+    assert entries == metric(text, "valkyrie_routes", 'kind="exact"') and capacity == 65536
+    assert metric(text, "valkyrie_fit_load_factor") == pytest.approx(entries / capacity)
+    ops = metric(text, "valkyrie_fit_operations_total")
+    keys = ["job-42", "198.51.100.7", "nope", "2001:db8::1", "ci.build.x"]
+    resp = await api.post("/v1/route", json={"keys": keys})
+    assert resp.status == 200
+    text = await scrape(api)
+    # Every key is tried in the FIT first, whatever answers it in the end.
+    assert metric(text, "valkyrie_fit_operations_total") == ops + len(keys)
+    assert metric(text, "valkyrie_fit_probe_length_mean") >= 1 and metric(text, "valkyrie_fit_probe_length_max") >= 1
+
+
+async def test_fit_counters_never_go_backwards_across_snapshots(api):
+    await api.post("/v1/route", json={"keys": [f"k-{i}" for i in range(50)]})
+    before = await scrape(api)
+    await api.put("/v1/routes", json={"routes": [{"key": "fresh-1", "next_hop": "node-a"}]})  # a new FIT table
+    after = await scrape(api)
+    for name in ("valkyrie_fit_operations_total", "valkyrie_fit_collisions_total"):
+        assert metric(after, name) >= metric(before, name)
+    assert metric(after, "valkyrie_fit_operations_total") >= 50
+
+
+async def test_cra_metrics_and_defragmentation_past_the_threshold():
+    # A threshold of 1 never defragments, so updates leave dead arena slots to measure.
+    app = create_app(make_config(routing__lockfree={"cra_defrag_threshold": 1.0}))
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as api:
+        await wait_ready(api)
+        for i in range(5):
+            # The same /16s each time: their arena nodes are copied, the old copies left dead.
+            hop = ("node-a", "node-b")[i % 2]
+            routes = [{"prefix": f"10.{j}.{i}.0/24", "next_hop": hop} for j in range(20)]
+            assert (await api.put("/v1/routes", json={"routes": routes})).status == 200
+        text = await scrape(api)
+        v4 = 'family="ipv4"'
+        assert metric(text, "valkyrie_cra_nodes", v4) > 0 and metric(text, "valkyrie_cra_bytes", v4) > 0
+        fragmented = metric(text, "valkyrie_cra_fragmentation_ratio", v4)
+        assert fragmented > 0 and metric(text, "valkyrie_cra_defragmentations_total", v4) == 0
+        answer = await (await api.get("/v1/route/10.3.2.1")).json()
+        # Lowering the threshold live defragments at once, as a new snapshot.
+        data = await patch(api, {"cra_defrag_threshold": 0.1})
+        assert data["epoch"] > answer["epoch"]
+        text = await scrape(api)
+        assert metric(text, "valkyrie_cra_fragmentation_ratio", v4) == 0
+        assert metric(text, "valkyrie_cra_defragmentations_total", v4) == 1
+        again = await (await api.get("/v1/route/10.3.2.1")).json()
+        assert (again["next_hop"], again["prefix"]) == (answer["next_hop"], answer["prefix"])
+        # From now on the writer defragments whenever an update leaves the table past 0.1.
+        for i in range(5):
+            routes = [{"prefix": f"10.{j}.{i}.0/24", "next_hop": "node-b"} for j in range(20)]
+            assert (await api.put("/v1/routes", json={"routes": routes})).status == 200
+            assert metric(await scrape(api), "valkyrie_cra_fragmentation_ratio", v4) <= 0.1
+        assert metric(await scrape(api), "valkyrie_cra_defragmentations_total", v4) > 1
+
+
+def _writer_with(threshold):
+    writer = RouteWriter(cra_defrag_threshold=threshold)
+    writer.stage(Batch(nodes=[Node("a"), Node("b")],
+                       puts=[parse_route({"prefix": f"10.{i}.0.0/16", "next_hop": "a"}) for i in range(64)]))
+    return writer, writer.build()
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.3])
+def test_writer_defragments_and_counts_and_answers_stay_the_same(threshold):
+    writer, snap = _writer_with(threshold)
+    keys = [f"10.{i}.{j}.9".encode() for i in range(64) for j in (0, 77)]
+    for round_ in range(12):
+        hop = "b" if round_ % 2 else "a"
+        writer.stage(Batch(puts=[parse_route({"prefix": f"10.{i}.{round_}.0/24", "next_hop": hop}) for i in range(64)]))
+        snap = writer.build(snap)
+        assert snap.ipv4.stats()["fragmentation"] <= threshold
+        snap.ipv4._check_invariants()
+    assert writer.defrags["ipv4"] >= 1
+    fresh = RouteWriter()
+    fresh.nodes, fresh.prefixes = writer.nodes, dict(writer.prefixes)
+    expected = fresh.build()
+    assert snap.resolve(keys).node.tolist() == expected.resolve(keys).node.tolist()
