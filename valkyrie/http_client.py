@@ -39,6 +39,20 @@ class Http:
         except (socket.timeout, TimeoutError):
             raise ServerUnreachable(f"no answer within {self.timeout:g}s") from None
 
+    def open(self, url, *, accept="application/json"):
+        """GET ``url`` to read as it arrives: ``(status, file-like)``; the caller closes it. Raises ``ServerUnreachable``."""
+        req = urllib.request.Request(url, method="GET", headers={"Accept": accept})
+        try:
+            resp = urllib.request.urlopen(req, timeout=self.timeout)
+            return resp.status, resp
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            raise ServerUnreachable(getattr(reason, "strerror", None) or str(reason)) from None
+        except (socket.timeout, TimeoutError):
+            raise ServerUnreachable(f"no answer within {self.timeout:g}s") from None
+
     def get(self, url, *, admin=False):
         """``request("GET", url)``."""
         return self.request("GET", url, admin=admin)

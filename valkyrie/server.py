@@ -21,6 +21,7 @@ from aiohttp import web
 from valkyrie.admin import add_admin_routes, check_token, load_admin_token, requires_token
 from valkyrie.cache import RouteCache
 from valkyrie.config import Config
+from valkyrie.export import ViewCache, parse_query, stream_routes
 from valkyrie.logs import configure_logging
 from valkyrie.maintenance import set_memory_profiling, watch_memory
 from valkyrie.metrics import Metrics
@@ -188,6 +189,7 @@ def _fragmented(snap, threshold):
 STATE = web.AppKey("state", ServerState)
 BOOT_FAILED = web.AppKey("boot_failed", asyncio.Event)
 BOOTED = web.AppKey("booted", asyncio.Event)
+ROUTE_VIEWS = web.AppKey("route_views", ViewCache)
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -402,6 +404,19 @@ async def put_routes(request):
     return _json({"epoch": epoch, "applied": len(batch.puts), "nodes": len(batch.nodes)})
 
 
+async def list_routes(request):
+    """Export routes (see ``valkyrie.export``): ``?prefix=`` filter, ``?limit=`` and ``?cursor=`` pages, JSON or CSV."""
+    st = request.app[STATE]
+    _require_ready(st)
+    _check_table(st, request.query.get("table"))
+    try:
+        query = parse_query(request.query, request.headers.get("Accept"))
+    except RouteError as exc:
+        raise ApiError(400, exc.code, str(exc)) from None
+    view = await request.app[ROUTE_VIEWS].current(st)
+    return await stream_routes(request, view, query)
+
+
 async def delete_routes(request):
     """Remove routes in one all-or-nothing batch: ``{"routes": [{"prefix": ...}, {"key": ...}]}``."""
     st = request.app[STATE]
@@ -582,11 +597,13 @@ def create_app(config: Config, *, state=None) -> web.Application:
     app[STATE] = st
     app[BOOT_FAILED] = asyncio.Event()
     app[BOOTED] = asyncio.Event()
+    app[ROUTE_VIEWS] = ViewCache()
     app.router.add_get("/health", health)
     app.router.add_get("/v1/route/{key:.+}", get_route)
     app.router.add_post("/v1/route", post_route)
     app.router.add_post("/v1/route/packed", post_route_packed)
     app.router.add_put("/v1/routes", put_routes)
+    app.router.add_get("/v1/routes", list_routes)
     app.router.add_delete("/v1/routes", delete_routes)
     app.router.add_get("/config/status", config_status)
     app.router.add_post("/admin/routes/reload", reload_routes)
