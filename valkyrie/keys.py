@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 
-__all__ = ["pack_keys", "unpack_key"]
+__all__ = ["pack_keys", "pack_texts", "unpack_key"]
 
 _SMALL = 32
 
@@ -29,6 +29,33 @@ def pack_keys(keys):
         # Kernels index data; give them one byte so an all-empty batch has a valid buffer.
         data = np.zeros(1, dtype=np.uint8)
     return data, offsets
+
+
+def pack_texts(texts, max_len):
+    """Pack ``str`` keys as UTF-8 like ``pack_keys``, or return None if any is not a str, is empty,
+    longer than ``max_len`` bytes, holds a NUL or cannot be encoded (the caller then names the culprit).
+
+    One join and one encode for the whole batch: per-key encoding and checks cost ~0.3us a key.
+    """
+    try:
+        joined = "".join(texts)
+    except TypeError:
+        return None
+    if joined.isascii():
+        data = joined.encode("ascii")
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    else:
+        try:
+            raw = [t.encode("utf-8") for t in texts]
+        except UnicodeEncodeError:
+            return None
+        data = b"".join(raw)
+        lengths = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
+    if not lengths.size or lengths.min() == 0 or lengths.max() > max_len or b"\0" in data:
+        return None
+    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return np.frombuffer(data, dtype=np.uint8), offsets
 
 
 def unpack_key(data, offsets, i):

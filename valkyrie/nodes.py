@@ -33,6 +33,8 @@ class NodeTable:
         self.ids = tuple(n.id for n in self._nodes)
         self.id_bytes = tuple(i.encode("utf-8") for i in self.ids)
         self.index = {node_id: i for i, node_id in enumerate(self.ids)}
+        # Indexed by a kernel's node column in one numpy take: -1 (no route) lands on the trailing None.
+        self.id_or_none = np.array([*self.ids, None], dtype=object)
         self.columns = {name: np.fromiter((getattr(n, name) for n in self._nodes), dtype=dt, count=len(self._nodes))
                         for name, dt in _COLUMNS}
         for col in self.columns.values():

@@ -29,7 +29,8 @@ from valkyrie.publisher import Publisher
 from valkyrie.reload import watch_config_file
 from valkyrie.store import RouteStore, StoreError
 from valkyrie.rcu import RcuDomain
-from valkyrie.routes import RouteError, load_route_file, parse_key
+from valkyrie.keys import pack_texts
+from valkyrie.routes import MAX_KEY_BYTES, RouteError, load_route_file, parse_key
 from valkyrie.warmup import warm_kernels
 from valkyrie.writer import RouteWriter, parse_delete, parse_put
 
@@ -253,25 +254,24 @@ def _path_key(request):
         raise RouteError(f"key is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at {exc.start})") from None
 
 
-def _encode_keys(keys, limit):
+def _pack_keys(keys, limit):
+    """The batch's keys packed for the kernels, or an ``ApiError`` naming the first bad one."""
     if not isinstance(keys, list):
         raise ApiError(400, "invalid_body", f"'keys' must be a list of strings, got {type(keys).__name__}")
     if not keys:
         raise ApiError(400, "invalid_body", "'keys' is empty")
     if len(keys) > limit:
         raise ApiError(413, "batch_too_large", f"'keys' has {len(keys)} entries; at most {limit} per request")
-    try:
-        raw = [k.encode("utf-8") for k in keys]
-    except (AttributeError, UnicodeEncodeError):
-        raw = None
-    if raw is None or any(not r or len(r) > 1024 or b"\x00" in r for r in raw):
+    packed = pack_texts(keys, MAX_KEY_BYTES)
+    if packed is None:
         # Slow path only on bad input: find and name the first offending key.
         for i, k in enumerate(keys):
             try:
                 parse_key(k, f"keys[{i}]")
             except RouteError as exc:
                 raise ApiError(400, "invalid_key", str(exc)) from None
-    return raw
+        raise AssertionError("pack_texts refused a batch that parse_key accepts")
+    return packed
 
 
 # ---- handlers --------------------------------------------------------------------------------
@@ -330,12 +330,12 @@ async def post_route(request):
         raise ApiError(400, "invalid_body", f"unknown field(s) {', '.join(sorted(unknown))}; expected keys, table")
     _check_table(st, body.get("table"))
     keys = body.get("keys")
-    raw = _encode_keys(keys, st.max_keys)
+    data, offsets = _pack_keys(keys, st.max_keys)
     with st.rcu.read() as snap:
-        res = snap.resolve(raw)
+        res = snap.resolve_packed(data, offsets)
         results = snap.answers(res, keys)
         epoch = snap.epoch
-    st.metrics.observe_request(time.perf_counter() - started, len(raw), st.budget)
+    st.metrics.observe_request(time.perf_counter() - started, len(keys), st.budget)
     return _json({"epoch": epoch, "results": results})
 
 
@@ -362,10 +362,10 @@ def _split_packed(body, limit):
     starts[0] = 0
     starts[1:] = newlines + 1
     lengths = ends - starts
-    bad = np.flatnonzero((lengths == 0) | (lengths > 1024))
+    bad = np.flatnonzero((lengths == 0) | (lengths > MAX_KEY_BYTES))
     if bad.size:
         i = int(bad[0])
-        raise ApiError(400, "invalid_key", f"keys[{i}] is {'empty' if lengths[i] == 0 else 'longer than 1024 bytes'}")
+        raise ApiError(400, "invalid_key", f"keys[{i}] is {'empty' if lengths[i] == 0 else f'longer than {MAX_KEY_BYTES} bytes'}")
     if 0 in arr:
         i = int(np.searchsorted(newlines, np.flatnonzero(arr == 0)[0]))
         raise ApiError(400, "invalid_key", f"keys[{i}] contains a NUL byte")

@@ -4,15 +4,17 @@ A key is resolved in order: exact (FIT) -> longest prefix (CRA, by the key's
 kind: IPv4 text, IPv6 text or a name) -> the default route -> no route.
 """
 
-import ipaddress
+import numpy as np
 
 from jit.resolve import PREFIX, resolve
+from jit.text import format_prefixes
 from valkyrie.keys import pack_keys
 
-__all__ = ["Snapshot", "Resolution", "MATCH_NAMES"]
+__all__ = ["Snapshot", "Resolution", "MATCH_NAMES", "prefix_texts"]
 
 MATCH_NAMES = ("none", "exact", "prefix", "default")
-KIND_NAME, KIND_V4, KIND_V6 = 0, 4, 6
+_MATCH_OBJECTS = np.array(MATCH_NAMES, dtype=object)
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
 class Resolution:
@@ -83,13 +85,13 @@ class Snapshot:
 
     def answers(self, res, texts):
         """JSON-ready answers for a ``Resolution`` (``texts`` are the keys as the client sent them)."""
-        ids = self.nodes.ids
-        out = []
-        for i, (nh, m) in enumerate(zip(res.node.tolist(), res.match.tolist())):
-            entry = {"key": texts[i], "next_hop": ids[nh] if nh >= 0 else None, "match": MATCH_NAMES[m]}
-            if m == PREFIX:
-                entry["prefix"] = prefix_text(res, i)
-            out.append(entry)
+        hops = self.nodes.id_or_none[res.node].tolist()
+        matches = _MATCH_OBJECTS[res.match].tolist()
+        out = [{"key": k, "next_hop": h, "match": m} for k, h, m in zip(texts, hops, matches)]
+        sel = np.flatnonzero(res.match == PREFIX)
+        if sel.size:
+            for i, text in zip(sel.tolist(), prefix_texts(res, sel)):
+                out[i]["prefix"] = text
         return out
 
     def __repr__(self):
@@ -104,16 +106,7 @@ def _readonly(a):
     return a
 
 
-def prefix_text(res, i):
-    """The matched prefix of answer ``i`` as text (``"198.51.100.0/24"``, ``"ci.build."``)."""
-    plen = int(res.plen[i])
-    kind = res.kind[i]
-    if kind == KIND_V4:
-        a = int(res.v4[i]) & ((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF)
-        return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/{plen}"
-    if kind == KIND_V6:
-        a = (int(res.v6hi[i]) << 64) | int(res.v6lo[i])
-        a &= ((1 << 128) - 1) ^ ((1 << (128 - plen)) - 1)
-        return f"{ipaddress.IPv6Address(a)}/{plen}"
-    start = int(res.offsets[i])
-    return res.data[start:start + plen // 8].tobytes().decode("utf-8", errors="replace")
+def prefix_texts(res, sel):
+    """The matched prefixes of answers ``sel`` as text (``"198.51.100.0/24"``, ``"ci.build."``)."""
+    buf = format_prefixes(sel, res.kind, res.v4, res.v6hi, res.v6lo, res.plen, res.data, res.offsets, _HEX)
+    return buf.tobytes().decode("utf-8", errors="replace").split("\0")[:-1]

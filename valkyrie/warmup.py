@@ -23,7 +23,7 @@ def warm_kernels():
     ]
     writer.stage(Batch(nodes=[Node("n")], puts=[parse_route(r) for r in routes], default_route="n"))
     first = writer.build()
-    first.resolve(_KEYS)
+    first.answers(first.resolve(_KEYS), [k.decode() for k in _KEYS])
     writer.stage(Batch(puts=[parse_route({"prefix": "10.1.0.0/16", "next_hop": "n"}),
                              parse_route({"prefix": "2001:db8:1::/48", "next_hop": "n"}),
                              parse_route({"prefix": "ci.", "next_hop": "n"}),
