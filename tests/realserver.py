@@ -16,8 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-__all__ = ["REPO", "EXAMPLE_ROUTES", "START_TIMEOUT", "RealServer", "server_command", "write_config", "render_toml",
-           "http", "poll"]
+__all__ = ["REPO", "EXAMPLE_ROUTES", "START_TIMEOUT", "RealServer", "server_command", "config_data", "write_config",
+           "render_toml", "http", "poll"]
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_ROUTES = REPO / "config" / "routes" / "example.toml"
@@ -41,11 +41,10 @@ def render_toml(sections):
     return "\n".join(lines) + "\n"
 
 
-def write_config(directory, lockfree=None, extra="", sections=None, name="valkyrie.toml"):
-    """A config file on ephemeral loopback ports with the example routes and a private route store.
+def config_data(directory, lockfree=None, sections=None):
+    """``{"section": {key: value}}`` of a config on ephemeral loopback ports with the example routes and a private store.
 
-    ``lockfree`` adds ``[routing.lockfree]`` keys, ``sections`` merges ``{"section": {key: value}}``,
-    ``extra`` is appended verbatim. Rewriting the same path with other values is how tests edit a config.
+    ``lockfree`` adds ``[routing.lockfree]`` keys and ``sections`` merges more, key by key.
     """
     directory = Path(directory)
     data = {
@@ -57,8 +56,13 @@ def write_config(directory, lockfree=None, extra="", sections=None, name="valkyr
         data["routing.lockfree"] = dict(lockfree)
     for section, values in (sections or {}).items():
         data.setdefault(section, {}).update(values)
-    path = directory / name
-    path.write_text(render_toml(data) + extra)
+    return data
+
+
+def write_config(directory, lockfree=None, extra="", sections=None, name="valkyrie.toml"):
+    """Write ``config_data(...)`` (plus ``extra`` text, verbatim) to ``directory/name``; returns the path."""
+    path = Path(directory) / name
+    path.write_text(render_toml(config_data(directory, lockfree, sections)) + extra)
     return path
 
 

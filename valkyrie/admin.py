@@ -1,5 +1,6 @@
 """Admin access: the bearer-token check for state-changing endpoints, and the admin actions themselves."""
 
+import asyncio
 import hmac
 import ipaddress
 import os
@@ -75,10 +76,16 @@ def add_admin_routes(app, state_key, json_response, api_error):
         return json_response(result)
 
     async def gc(request):
-        return json_response(force_reclaim(request.app[state_key]))
+        loop = asyncio.get_running_loop()
+        return json_response(await loop.run_in_executor(None, force_reclaim, request.app[state_key], "POST /admin/gc"))
 
     async def heap_dump(request):
-        path = write_heap_profile(request.app[state_key])
+        # A traced heap takes seconds to snapshot: off the event loop, so lookups keep flowing.
+        loop = asyncio.get_running_loop()
+        try:
+            path = await loop.run_in_executor(None, write_heap_profile, request.app[state_key])
+        except OSError as exc:
+            raise api_error(500, "heap_profile_failed", f"cannot write the heap profile: {exc}") from None
         return json_response({"path": str(path)})
 
     async def get_tuning(request):
