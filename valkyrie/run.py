@@ -106,7 +106,9 @@ async def serve(config, *, on_ready=None):
         boot_wait = asyncio.create_task(app[BOOT_FAILED].wait())
         booted = asyncio.create_task(app[BOOTED].wait())
         # READY=1 only once lookups are served: systemd then starts dependants against a working router.
-        booted.add_done_callback(lambda _: notify.ready(f"serving epoch {state.rcu.current.epoch}"))
+        # Cancelled when start-up fails or a stop comes first: then there is nothing to announce.
+        booted.add_done_callback(
+            lambda t: t.cancelled() or notify.ready(f"serving epoch {state.rcu.current.epoch}"))
         await asyncio.wait({stop_wait, boot_wait}, return_when=asyncio.FIRST_COMPLETED)
         for task in (stop_wait, boot_wait, booted, watchdog):
             task.cancel()

@@ -77,8 +77,7 @@ class ServerState:
         self.store_path = config["routing.store_path"]
         self.store = None  # opened in the writer thread at boot
         self.publisher = Publisher(self.writer, self.rcu, self.executor,
-                                   max_pending=config["routing.lockfree.rcu_max_pending_updates"],
-                                   on_store_error=self._count_store_error)
+                                   max_pending=config["routing.lockfree.rcu_max_pending_updates"])
         self.metrics = Metrics(self.metrics_state)
         self.file_config = config
         self.overrides = {}  # "section.key" -> value set live (PATCH /admin/tuning)
@@ -99,9 +98,6 @@ class ServerState:
         self.default_table = config["routing.default_table"]
         self._fit_base = {"collisions": 0, "operations": 0}
         self._fit_last = None
-
-    def _count_store_error(self, exc):
-        self.metrics.count_error(exc.code)
 
     def _on_reclaimed(self, done):
         # Every path that reclaims (timer, aggressive publish, SIGUSR2/GC) lands in the histogram.
