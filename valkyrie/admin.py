@@ -47,9 +47,20 @@ def is_loopback(host):
         return False
 
 
+# Lookups that use POST only to carry a batch of keys; they change nothing.
+READ_ONLY_POSTS = frozenset({"/v1/route", "/v1/route/packed"})
+
+
 def requires_token(request):
-    """Whether ``request`` changes state (route updates and every /admin endpoint)."""
-    return request.path.startswith("/admin/") or (request.path == "/v1/routes" and request.method in ("PUT", "DELETE", "PATCH"))
+    """Whether ``request`` needs the admin token: every /admin endpoint, and every method but GET outside the lookups.
+
+    Deny by default: an endpoint added later that changes state is protected without anyone remembering to.
+    """
+    if request.path.startswith("/admin/"):
+        return True
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return False
+    return request.path not in READ_ONLY_POSTS
 
 
 def check_token(request, token):
