@@ -7,6 +7,12 @@ Layout (plain numpy arrays; capacity ``cap`` is a power of two)::
     arena  uint8[:]     entries [hash u64][value i32][key length u32][key bytes] (LE), appended
     stats  int64[4]     [collisions, operations, probes, max probe], accumulated by lookups
 
+A lookup counts as one *collision* when other keys made it pay an extra memory access: a
+fingerprint matched a different key (its arena entry was read for nothing), or the probe
+ran past the 64 tags of its home slot's line. So collisions / operations is a rate in
+[0, 1] that tracks lookup cost: about 1% at load 0.5, 8% at 0.75, 25% at 0.9 for an even
+mix of hits and misses with random keys (the guide flags more than 10%).
+
 Open addressing with linear probing from home slot ``hash & (cap - 1)``. Invariant:
 every live key is reachable from its home slot without crossing an EMPTY slot, and no
 key is live twice. A probe reads the 1-byte tag first, so most probes touch one byte
@@ -39,6 +45,8 @@ __all__ = [
 
 EMPTY = 0
 TOMBSTONE = 1
+# 64 one-byte tags share a cache line: probing inside it is nearly free, leaving it is not.
+LINE_SHIFT = 6
 STAT_COLLISIONS, STAT_OPERATIONS, STAT_PROBES, STAT_MAX_PROBE = 0, 1, 2, 3
 
 _56 = np.uint64(56)
@@ -145,7 +153,8 @@ def fit_lookup(tags, refs, arena, data, offsets, seed, out, stats, depth):
     out : int32[n]
         Receives the value per key, -1 where absent.
     stats : int64[4]
-        Accumulates collisions, operations (keys looked up), probes, max probe length.
+        Accumulates collisions (lookups that left their home tag line or read a wrong key's
+        entry; see the module docstring), operations (keys looked up), probes, max probe length.
         Not atomic: concurrent callers sharing it may lose increments.
     depth : int64
         Prefetch distance in keys (>= 1).
@@ -186,22 +195,29 @@ def fit_lookup(tags, refs, arena, data, offsets, seed, out, stats, depth):
         start = offsets[i]
         length = offsets[i + 1] - start
         t = fit_tag(h)
-        j = np.int64(h & np.uint64(mask))
+        home = np.int64(h & np.uint64(mask))
+        j = home
         found = -1
         probes = 0
+        wrong = False
+        stopped = False
         while probes <= mask:
             probes += 1
             tj = tags[j]
             if tj == EMPTY:
+                stopped = True
                 break
             if tj == t:
                 off = np.int64(refs[j])
                 if _entry_hash(arena, off) == h and _key_equal(arena, off, data, start, length):
                     found = off
+                    stopped = True
                     break
-            if tj != TOMBSTONE:
-                collisions += 1
+                wrong = True
             j = (j + 1) & mask
+        # A full lap (no key, no EMPTY slot) counts too.
+        if wrong or not stopped or (j >> LINE_SHIFT) != (home >> LINE_SHIFT):
+            collisions += 1
         out[i] = _entry_value(arena, found) if found >= 0 else np.int32(-1)
         probes_total += probes
         max_probe = max(max_probe, probes)
@@ -219,24 +235,28 @@ def fit_get(tags, refs, arena, key, seed, stats):
     h = _xxh64(key, 0, length, seed)
     mask = tags.shape[0] - 1
     t = fit_tag(h)
-    j = np.int64(h & np.uint64(mask))
+    home = np.int64(h & np.uint64(mask))
+    j = home
     found = -1
     probes = 0
-    collisions = 0
+    wrong = False
+    stopped = False
     while probes <= mask:
         probes += 1
         tj = tags[j]
         if tj == EMPTY:
+            stopped = True
             break
         if tj == t:
             off = np.int64(refs[j])
             if _entry_hash(arena, off) == h and _key_equal(arena, off, key, 0, length):
                 found = off
+                stopped = True
                 break
-        if tj != TOMBSTONE:
-            collisions += 1
+            wrong = True
         j = (j + 1) & mask
-    stats[STAT_COLLISIONS] += collisions
+    if wrong or not stopped or (j >> LINE_SHIFT) != (home >> LINE_SHIFT):
+        stats[STAT_COLLISIONS] += 1
     stats[STAT_OPERATIONS] += 1
     stats[STAT_PROBES] += probes
     stats[STAT_MAX_PROBE] = max(stats[STAT_MAX_PROBE], probes)

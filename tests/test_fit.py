@@ -209,7 +209,29 @@ def test_keys_sharing_a_home_slot_probe_linearly():
     assert raw.tags[home:home + 5].tolist() == [tag_of(xxh64_ref(keys[0]))] * 5
     values, stats = raw.lookup(keys)
     assert values == list(range(5))
-    assert stats[2] == 1 + 2 + 3 + 4 + 5 and stats[3] == 5 and stats[0] == 0 + 1 + 2 + 3 + 4
+    # Every key after the first reads the entries of the same-tag keys before it: one collision each.
+    assert stats[2] == 1 + 2 + 3 + 4 + 5 and stats[3] == 5 and stats[0] == 4
+
+
+def test_collisions_count_probes_that_leave_the_home_tag_line():
+    # Fill slots 60..70 of 128 so lookups homed at 60 end past slot 63 (the next 64-tag line).
+    rng = np.random.default_rng(3)
+    cands = [rng.bytes(10) for _ in range(20_000)]
+    homes = xxh64_batch(*pack_keys(cands), np.uint64(0)) % np.uint64(128)
+    by_home = {}
+    for k, hm in zip(cands, homes.tolist()):
+        by_home.setdefault(hm, []).append(k)
+    keys = [by_home[60][0]] + [by_home[s][0] for s in range(61, 71)]
+    raw = Raw(128)
+    raw.insert(keys, range(len(keys)))
+    crowd = by_home[60][1:12]
+    values, stats = raw.lookup(crowd)
+    assert values == [-1] * len(crowd)
+    # Each miss homed at 60 probes to the EMPTY slot 71: past its line, so each one collides
+    # (plus any that also read a same-tag entry, which still counts once).
+    assert stats[0] == len(crowd) and stats[1] == len(crowd)
+    values, stats = raw.lookup(keys[:1])
+    assert values == [0] and stats[0] == 0
 
 
 def test_delete_tombstone_reuse_and_cleanup():

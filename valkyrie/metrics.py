@@ -153,7 +153,7 @@ def _flat_series(state):
     """(name, doc, [(labels, value)], kind) from the server's ``state()`` dict."""
     fit, rcu, cra = state["fit"], state["rcu"], state["cra"]
     one = lambda v: [({}, float(v))]  # noqa: E731
-    yield "valkyrie_fit_collisions", "FIT probes that met an occupied slot holding another key", one(fit["collisions"]), "counter"
+    yield "valkyrie_fit_collisions", "FIT lookups made dearer by other keys (probe left the home 64-tag line, or read a same-fingerprint key)", one(fit["collisions"]), "counter"
     yield "valkyrie_fit_operations", "FIT lookups performed", one(fit["operations"]), "counter"
     yield "valkyrie_fit_load_factor", "FIT entries / capacity in the live snapshot", one(fit["load"]), "gauge"
     yield "valkyrie_fit_target_load_factor", "Configured fit_load_factor", one(fit["load_factor"]), "gauge"

@@ -55,17 +55,27 @@ class NaiveFit:
         """Return ``(value or -1, probes, collisions)`` and add them to ``stats``."""
         h = xxh64_ref(key, self.seed)
         t = tag_of(h)
-        probes = collisions = 0
+        probes = 0
         value = -1
+        wrong_key = False
+        home = h % self.capacity
+        last = home
         for j in self._slots_from(h):
             probes += 1
+            last = j
             if self.tags[j] == EMPTY:
                 break
-            if self.tags[j] == t and self._holds(j, h, key):
-                value = self._entry(self.refs[j])[1]
-                break
-            if self.tags[j] != TOMBSTONE:
-                collisions += 1
+            if self.tags[j] == t:
+                if self._holds(j, h, key):
+                    value = self._entry(self.refs[j])[1]
+                    break
+                wrong_key = True
+        else:
+            # A full lap without an EMPTY slot or the key.
+            wrong_key = True
+        # One collision per lookup that other keys made dearer (see jit.fit): a wrong key's entry read,
+        # or a probe that ended outside the 64-tag line of the home slot.
+        collisions = int(wrong_key or last // 64 != home // 64)
         self.stats[0] += collisions
         self.stats[1] += 1
         self.stats[2] += probes
