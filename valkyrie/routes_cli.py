@@ -85,7 +85,7 @@ def read_dump(path):
     if not raw.strip():
         raise CliError(f"{path}: empty file; expected a dump from 'valkyrie-routing routes dump'")
     try:
-        if raw.lstrip()[:1] == b"{":
+        if raw.lstrip()[:1] in (b"{", b"["):
             return _table_from_json(orjson.loads(raw), str(path))
         return _table_from_csv(raw.decode("utf-8"), str(path))
     except orjson.JSONDecodeError as exc:
