@@ -48,6 +48,10 @@ def test_jemalloc_is_preloaded_by_re_exec_when_present(pinned):
     assert JEMALLOC in maps or os.path.realpath(JEMALLOC) in maps
     env = _environ(pinned.pid)
     assert JEMALLOC in env["LD_PRELOAD"] and env["VALKYRIE_JEMALLOC_REEXEC"] == "1"
+    # The re-exec keeps the command: `pgrep -f valkyrie-routing` and ps find the same process as before.
+    cmdline = Path(f"/proc/{pinned.pid}/cmdline").read_bytes().split(b"\0")
+    assert any(arg.endswith(b"/valkyrie-routing") for arg in cmdline), cmdline
+    assert Path(f"/proc/{pinned.pid}/comm").read_text().strip() == "valkyrie-routin"
     assert not any("jemalloc" in line and "WARN" in line for line in pinned.lines)
 
 

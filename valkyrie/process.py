@@ -26,6 +26,16 @@ def find_jemalloc():
     return name if name and Path(name).is_absolute() else None
 
 
+def _reexec_command(argv):
+    """(program, argv) that restarts this command: the console script itself when that is what ran."""
+    script = sys.argv[0] if sys.argv else ""
+    # Re-running the script keeps the process name and command line, so ps, `pgrep -f valkyrie-routing`
+    # and systemd see the same process after the re-exec as before it.
+    if script and not script.endswith(".py") and os.path.isfile(script) and os.access(script, os.X_OK):
+        return script, [script, *argv]
+    return sys.executable, [sys.executable, "-m", "valkyrie.cli", *argv]
+
+
 def apply_process_settings(config, argv):
     """Honour ``enable_jemalloc`` (re-exec with LD_PRELOAD; never returns then) and ``cpu_cores``."""
     if config["enable_jemalloc"] and "jemalloc" not in os.environ.get("LD_PRELOAD", ""):
@@ -40,7 +50,7 @@ def apply_process_settings(config, argv):
                        **{_REEXEC_MARK: "1"})
             log.info("re-executing with %s preloaded", lib)
             sys.stderr.flush()
-            os.execve(sys.executable, [sys.executable, "-m", "valkyrie.cli", *argv], env)
+            os.execve(*_reexec_command(argv), env)
     if config["cpu_cores"]:
         pin_cpus(config["cpu_cores"])
 
