@@ -13,6 +13,8 @@ from pathlib import Path
 __all__ = ["setup_logging", "configure_logging", "JsonFormatter"]
 
 PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Libraries whose faults belong in the same log: aiohttp (request handling) and asyncio (lost task errors).
+THIRD_PARTY = ("aiohttp", "asyncio")
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,7 +41,7 @@ def _file_handler(file, max_bytes, backups):
 
 
 def setup_logging(level="info", fmt="plain", file="", *, max_bytes=64 * 2**20, backups=5):
-    """Route the ``valkyrie`` loggers to stderr and, when ``file`` is set, a rotating file.
+    """Route the ``valkyrie`` loggers (and aiohttp's and asyncio's warnings) to stderr and, when ``file`` is set, a rotating file.
 
     Raises ``ValueError`` naming the file when it cannot be opened; the previous handlers then stay.
     """
@@ -47,16 +49,21 @@ def setup_logging(level="info", fmt="plain", file="", *, max_bytes=64 * 2**20, b
     handlers = [logging.StreamHandler()]
     if file:
         handlers.append(_file_handler(file, max_bytes, backups))
-    root = logging.getLogger("valkyrie")
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
     formatter = JsonFormatter() if fmt == "json" else logging.Formatter(PLAIN)
     for handler in handlers:
         handler.setFormatter(formatter)
-        root.addHandler(handler)
+    root = logging.getLogger("valkyrie")
+    for name in ("valkyrie", *THIRD_PARTY):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        for handler in handlers:
+            logger.addHandler(handler)
+        logger.propagate = False
     root.setLevel(level.upper())
-    root.propagate = False
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     return root
 
 
