@@ -8,7 +8,7 @@ import numpy as np
 
 from jit._policy import kernel
 
-__all__ = ["KIND_NAME", "KIND_IPV4", "KIND_IPV6", "parse_addresses"]
+__all__ = ["KIND_NAME", "KIND_IPV4", "KIND_IPV6", "parse_addresses", "parse_prefixes"]
 
 KIND_NAME = 0
 KIND_IPV4 = 4
@@ -187,3 +187,77 @@ def parse_addresses(data, offsets):
             v6hi[i] = hi
             v6lo[i] = lo
     return kind, v4, v6hi, v6lo
+
+
+@kernel
+def parse_prefixes(data, offsets):
+    """Parse CIDR texts ``data[offsets[i]:offsets[i+1]]`` as ``address`` or ``address/len``.
+
+    The fast path of route loading: a text is accepted (kind 4 or 6) only when Python's
+    ``ipaddress.ip_network(text, strict=True)`` would accept it with the same result, and only
+    in the plain forms (a decimal length of 1..3 digits, no netmask, no zone). Anything else is
+    kind 0 and left to the caller's exact parser, which also words the error.
+
+    Returns ``(kind int8[n], v4 uint32[n], v6hi uint64[n], v6lo uint64[n], plen int16[n])``.
+    """
+    n = offsets.shape[0] - 1
+    kind = np.zeros(n, np.int8)
+    v4 = np.zeros(n, np.uint32)
+    v6hi = np.zeros(n, np.uint64)
+    v6lo = np.zeros(n, np.uint64)
+    plen = np.full(n, -1, np.int16)
+    pstart = np.empty(10, np.int64)
+    pend = np.empty(10, np.int64)
+    pval = np.empty(10, np.int64)
+    pempty = np.empty(10, np.bool_)
+    for i in range(n):
+        s = offsets[i]
+        e = offsets[i + 1]
+        slash = e
+        for k in range(s, e):
+            if data[k] == 47:
+                slash = k
+                break
+        length = -1
+        if slash < e:
+            digits = e - slash - 1
+            if digits < 1 or digits > 3:
+                continue
+            length = 0
+            for k in range(slash + 1, e):
+                c = data[k]
+                if c < 48 or c > 57:
+                    length = -1
+                    break
+                length = length * 10 + (c - 48)
+            if length < 0:
+                continue
+        ok, v = _parse_ipv4(data, s, slash)
+        if ok:
+            if length < 0:
+                length = 32
+            if length > 32 or (length < 32 and v & ((np.int64(1) << (32 - length)) - 1) != 0):
+                continue
+            kind[i] = KIND_IPV4
+            v4[i] = np.uint32(v)
+            plen[i] = length
+            continue
+        ok6, hi, lo = _parse_ipv6(data, s, slash, pstart, pend, pval, pempty)
+        if not ok6:
+            continue
+        if length < 0:
+            length = 128
+        if length > 128:
+            continue
+        if length < 64:
+            host_hi = (np.uint64(1) << np.uint64(64 - length)) - np.uint64(1) if length > 0 else ~np.uint64(0)
+            if hi & host_hi != 0 or lo != 0:
+                continue
+        elif length < 128:
+            if lo & ((np.uint64(1) << np.uint64(128 - length)) - np.uint64(1)) != 0:
+                continue
+        kind[i] = KIND_IPV6
+        v6hi[i] = hi
+        v6lo[i] = lo
+        plen[i] = length
+    return kind, v4, v6hi, v6lo, plen

@@ -132,3 +132,56 @@ def test_structured_colon_text_matches_twin(texts):
 @given(st.lists(st.binary(max_size=20), max_size=20))
 def test_random_bytes_match_twin(keys):
     assert_same(keys)
+
+
+# -- parse_prefixes: the route loaders' fast path --------------------------------------------------
+
+def assert_prefixes_same(texts):
+    data, offsets = pack_keys(texts)
+    got = kernels.parse_prefixes(data, offsets)
+    want = naive.parse_prefixes(data, offsets)
+    for i, text in enumerate(texts):
+        g = tuple(int(a[i]) for a in got)
+        w = tuple(int(a[i]) for a in want)
+        assert g == w, f"{text!r}: kernel {g}, ipaddress {w}"
+    return got
+
+
+PREFIXES = [
+    (b"10.0.0.0/8", 4, 8), (b"0.0.0.0/0", 4, 0), (b"198.51.100.7", 4, 32), (b"198.51.100.7/32", 4, 32),
+    (b"10.0.0.0/08", 4, 8), (b"2001:db8::/32", 6, 32), (b"::/0", 6, 0), (b"::1", 6, 128),
+    (b"2001:db8:8000::/33", 6, 33), (b"::ffff:192.0.2.0/120", 6, 120), (b"2001:db8::1/128", 6, 128),
+    (b"2001:db8:0:1::/64", 6, 64), (b"2001:db8::1:0/112", 6, 112),
+]
+NOT_FAST = [
+    b"10.0.0.0/33", b"300.1.1.1/8", b"10.0.0.1/8", b"10.0.0.0/", b"10.0.0.0/0008", b"10.0.0.0/255.0.0.0",
+    b"10.0.0.0/a", b"2001:db8::1/32", b"2001:db8::/129", b"2001:db8::/-1", b"ci.build.", b"fe80::%eth0/64",
+    b"", b"/8", b"10.0.0.0/8/8", b"2001:db8:0:1::1/64", b"::1/127", b"1.2.3.4 /32",
+]
+
+
+def test_prefix_cases():
+    kind, _v4, _hi, _lo, plen = assert_prefixes_same([t for t, _k, _p in PREFIXES] + NOT_FAST)
+    assert list(zip(kind.tolist(), plen.tolist())) == [(k, p) for _t, k, p in PREFIXES] + [(0, -1)] * len(NOT_FAST)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 32), st.booleans()), max_size=20),
+       st.lists(st.tuples(st.integers(0, 2**128 - 1), st.integers(0, 128), st.booleans()), max_size=10))
+def test_random_networks_match_twin(v4s, v6s):
+    texts = []
+    for value, plen, masked in v4s:
+        if masked:
+            value &= ((1 << 32) - 1) ^ ((1 << (32 - plen)) - 1)
+        texts.append(f"{ipaddress.IPv4Address(value)}/{plen}".encode())
+    for value, plen, masked in v6s:
+        if masked:
+            value &= ((1 << 128) - 1) ^ ((1 << (128 - plen)) - 1)
+        texts.extend(f"{t}/{plen}".encode() for t in _v6_texts(value))
+    assert_prefixes_same(texts)
+
+
+@SETTINGS
+@given(st.lists(st.text(alphabet="0123456789abcdefx:./ ", max_size=24), max_size=30))
+def test_random_prefix_text_matches_twin(texts):
+    assert_prefixes_same([t.encode() for t in texts])

@@ -69,6 +69,28 @@ def test_csv_errors_name_file_and_line(tmp_path):
         load_route_file(path)
 
 
+@pytest.mark.parametrize("row, fragment", [
+    ("10.0.0.1/8,a", r"r\.csv:4: .*host bits set"),
+    ("2001:db8::/129,a", r"r\.csv:4: .*IPv6"),
+    ("10.0.0.0/8,", r"r\.csv:4: next_hop must be a non-empty string"),
+    ("ci.\x00,a", r"r\.csv:4: .*NUL"),
+])
+def test_csv_rows_the_fast_parser_leaves_get_the_exact_error(tmp_path, row, fragment):
+    path = tmp_path / "r.csv"
+    path.write_text(f"prefix,next_hop\n10.0.0.0/8,a\n2001:db8::/32,b\n{row}\n")
+    with pytest.raises(RouteError, match=fragment):
+        load_route_file(path)
+
+
+def test_csv_prefix_rows_parse_like_parse_route(tmp_path):
+    rows = ["10.0.0.0/8", "198.51.100.7", "2001:db8::/32", "::ffff:192.0.2.0/120", "ci.build.", "cafe.beef", "10.0.0.0/08"]
+    path = tmp_path / "r.csv"
+    path.write_text("prefix,next_hop\n" + "".join(f"{r},hop-{i}\n" for i, r in enumerate(rows)))
+    got = load_route_file(path)
+    assert got.routes == [parse_route({"prefix": r, "next_hop": f"hop-{i}"}) for i, r in enumerate(rows)]
+    assert got.where == [f"{path}:{n}" for n in range(2, 2 + len(rows))]
+
+
 def test_csv_bad_header(tmp_path):
     path = tmp_path / "r.csv"
     path.write_text("net,hop\n")
