@@ -1,10 +1,12 @@
 """FIT and CRA health metrics from the live snapshot, and CRA defragmentation past cra_defrag_threshold."""
 
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.conftest import make_config, wait_ready
 from tests.test_live_tuning import metric, patch, scrape
+from valkyrie.cra_table import CraTable
 from valkyrie.nodes import Node
 from valkyrie.routes import parse_route
 from valkyrie.server import create_app
@@ -90,3 +92,50 @@ def test_writer_defragments_and_counts_and_answers_stay_the_same(threshold):
     fresh.nodes, fresh.prefixes = writer.nodes, dict(writer.prefixes)
     expected = fresh.build()
     assert snap.resolve(keys).node.tolist() == expected.resolve(keys).node.tolist()
+
+
+@pytest.mark.parametrize("family, width", [("ipv4", 4), ("ipv6", 16)])
+def test_compaction_drops_dead_nodes_and_route_ids_and_keeps_answers(family, width):
+    rng = np.random.default_rng(5)
+    raw = rng.integers(0, 256, size=(400, width), dtype=np.uint8)
+    plens = rng.integers(8, 8 * width + 1, size=400)
+    routes = {(_masked(raw[i].tobytes(), int(plens[i])), int(plens[i])): i for i in range(400)}
+    table = CraTable.build(family, [(p, n, v) for (p, n), v in routes.items()])
+    for round_ in range(4):  # value changes of old routes leave dead nodes and dead route ids behind
+        changed = list(routes)[round_::4]
+        routes.update({k: 1000 + round_ for k in changed})
+        table = table.updated([(p, n, routes[(p, n)]) for p, n in changed], [])
+    before = table.stats()
+    assert before["fragmentation"] > 0 and before["route_ids"] > len(routes)
+    compact = table.defragmented()
+    after = compact.stats()
+    assert after["fragmentation"] == 0 and after["route_ids"] == len(routes) == len(compact)
+    compact._check_invariants()
+    probe = [bytes(p) for p, _n in routes] + [rng.integers(0, 256, width, dtype=np.uint8).tobytes() for _ in range(500)]
+    fresh = CraTable.build(family, [(p, n, v) for (p, n), v in routes.items()])
+    assert _lookup(compact, family, probe) == _lookup(fresh, family, probe)
+    # The compacted table takes further updates like any other.
+    gone = list(routes)[:50]
+    later = compact.updated([(p, n, 7) for p, n in list(routes)[50:100]], gone)
+    later._check_invariants()
+    for k in list(routes)[50:100]:
+        routes[k] = 7
+    for k in gone:
+        del routes[k]
+    fresh = CraTable.build(family, [(p, n, v) for (p, n), v in routes.items()])
+    assert _lookup(later, family, probe) == _lookup(fresh, family, probe)
+
+
+def _masked(prefix, plen):
+    value = int.from_bytes(prefix, "big") >> (8 * len(prefix) - plen) << (8 * len(prefix) - plen)
+    return value.to_bytes(len(prefix), "big")
+
+
+def _lookup(table, family, keys):
+    if family == "ipv4":
+        v, p = table.lookup_ipv4(np.array([int.from_bytes(k, "big") for k in keys], dtype=np.uint32))
+    else:
+        ints = [int.from_bytes(k, "big") for k in keys]
+        v, p = table.lookup_ipv6(np.array([i >> 64 for i in ints], dtype=np.uint64),
+                                 np.array([i & (2**64 - 1) for i in ints], dtype=np.uint64))
+    return list(zip(v.tolist(), p.tolist()))
