@@ -9,6 +9,7 @@ answers the guide's greps, in plain text and JSON, and rotates.
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -142,6 +143,17 @@ def live(tmp_path_factory):
 
 
 # ---- reload by file watch ---------------------------------------------------------------------
+
+
+def test_the_file_watcher_is_visible_as_the_guide_checks_it(live):
+    live.server.wait_for_line(rf"hot\.reload: watching {re.escape(str(live.path))} \(inotify, checked every 1s\)")
+    # The guide's `lsof | grep inotify`, narrowed to this process (a whole-machine lsof is slow on a busy box).
+    fds = [os.readlink(f"/proc/{live.server.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{live.server.pid}/fd")]
+    assert "anon_inode:inotify" in fds
+    if shutil.which("lsof"):
+        out = subprocess.run(["lsof", "-p", str(live.server.pid)], capture_output=True, text=True, timeout=60).stdout
+        assert any("inotify" in line for line in out.splitlines()), out[-2000:]
+
 
 
 def test_fit_load_factor_edit_applies_without_restart_while_lookups_continue(live):

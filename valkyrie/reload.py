@@ -9,8 +9,10 @@ import asyncio
 import logging
 import os
 import time
+from contextlib import suppress
 
 from valkyrie.config import ConfigError, load_config
+from valkyrie.inotify import DirectoryWatch
 
 __all__ = ["LIVE_KEYS", "reload_config", "watch_config_file"]
 
@@ -111,22 +113,50 @@ async def _settled(path, step=0.05, limit=2.0):
 
 
 async def watch_config_file(state, interval=1.0):
-    """Reload whenever the config file's inode, size or mtime differs from the last one read (editors often replace files)."""
+    """Reload whenever the config file's inode, size or mtime differs from the last one read (editors often replace files).
+
+    inotify on the file's directory wakes the check at once; every ``interval`` it runs anyway.
+    """
     source = state.config.source
     if source is None:
         return
     if state.config_fingerprint is None:
         state.config_fingerprint = _fingerprint(source)
-    while True:
-        await asyncio.sleep(interval)
-        now = _fingerprint(source)
-        # Gone (an editor mid-rename) or unchanged since the last reload by any trigger: nothing to do.
-        if now is None or now == state.config_fingerprint:
-            continue
-        if await _settled(source) is None:
-            continue
-        try:
-            await reload_config(state, "file watch")
-        except Exception:
-            # The watcher must outlive any one bad reload.
-            log.exception("ERROR hot.reload by file watch failed unexpectedly; still watching %s", source)
+    loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
+    watch = DirectoryWatch.open(os.path.dirname(os.path.abspath(source)))
+    name = os.path.basename(source)
+
+    def on_event():
+        # The directory may be busy (a route store's WAL beside the config): wake only for our file.
+        if name in watch.drain():
+            woken.set()
+
+    if watch is not None:
+        loop.add_reader(watch.fd, on_event)
+    log.info("hot.reload: watching %s (%s, checked every %gs)", source,
+             "inotify" if watch is not None else "no inotify here", interval)
+    try:
+        while True:
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(woken.wait(), interval)
+            woken.clear()
+            await _check_and_reload(state, source)
+    finally:
+        if watch is not None:
+            loop.remove_reader(watch.fd)
+            watch.close()
+
+
+async def _check_and_reload(state, source):
+    now = _fingerprint(source)
+    # Gone (an editor mid-rename) or unchanged since the last reload by any trigger: nothing to do.
+    if now is None or now == state.config_fingerprint:
+        return
+    if await _settled(source) is None:
+        return
+    try:
+        await reload_config(state, "file watch")
+    except Exception:
+        # The watcher must outlive any one bad reload.
+        log.exception("ERROR hot.reload by file watch failed unexpectedly; still watching %s", source)
