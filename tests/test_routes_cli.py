@@ -224,3 +224,18 @@ def test_restore_cut_short_by_a_full_disk_applies_whole_batches_and_finishes_whe
             assert done.returncode == 0, done.stderr
             assert f"{30000 - applied * 1000} routes to put" in done.stderr
             assert len(_table(server)[0]) == 30000
+
+
+def test_restore_compares_routes_by_meaning_not_spelling(tmp_path):
+    with RealServer(write_config(tmp_path)) as server:
+        server.wait_ready()
+        dump = tmp_path / "dump.json"
+        assert cli("routes", "dump", "--url", server.url, "-o", dump).returncode == 0
+        table = json.loads(dump.read_text())
+        respelled = [r for r in table["routes"] if r.get("prefix") == "2001:db8::/32"]
+        assert len(respelled) == 1
+        respelled[0]["prefix"] = "2001:DB8:0::/32"
+        dump.write_text(json.dumps(table))
+        done = cli("routes", "restore", dump, "--url", server.url)
+        # The same route written differently is the same route: nothing to put, and above all nothing deleted.
+        assert done.returncode == 0 and "0 nodes and 0 routes to put, 0 to delete" in done.stderr, done.stderr

@@ -50,18 +50,14 @@ class Table:
     """A route table as the CLI compares it: nodes by id, routes by identity, the default route."""
 
     nodes: dict = field(default_factory=dict)  # id -> Node
-    routes: dict = field(default_factory=dict)  # ("p", family, network, plen) | ("k", key) -> route
+    routes: dict = field(default_factory=dict)  # ("prefix" | "key", canonical text) -> next hop id
     default_route: str | None = None
     epoch: int | None = None
 
 
 def _ident(route):
-    return ("k", route.key) if isinstance(route, ExactRoute) else ("p", *route.ident)
-
-
-def _route_json(route):
-    kind = "key" if isinstance(route, ExactRoute) else "prefix"
-    return {kind: route.text, "next_hop": route.next_hop}
+    # The parsed route's text is canonical (2001:DB8::/32 -> 2001:db8::/32), as the server writes it.
+    return ("key" if isinstance(route, ExactRoute) else "prefix", route.text)
 
 
 def _add_route(table, route, where, seen):
@@ -69,7 +65,7 @@ def _add_route(table, route, where, seen):
     if ident in seen:
         raise CliError(f"{where}: repeats the route of {seen[ident]} ({route.text})")
     seen[ident] = where
-    table.routes[ident] = route
+    table.routes[ident] = route.next_hop
 
 
 # ---- reading dumps -----------------------------------------------------------------------------
@@ -166,9 +162,19 @@ def fetch_table(http, url):
     if status != 200:
         raise CliError(f"reading the current table from {url}: {_error_text(status, raw)}")
     try:
-        return _table_from_json(orjson.loads(raw), f"{url}/v1/routes")
-    except (orjson.JSONDecodeError, RouteError) as exc:
+        return _table_from_server(orjson.loads(raw), f"{url}/v1/routes")
+    except (orjson.JSONDecodeError, RouteError, KeyError, TypeError, AttributeError) as exc:
         raise CliError(f"{url}/v1/routes answered something that is not a route table: {exc}") from None
+
+
+def _table_from_server(doc, where):
+    """The server's own listing: its texts are canonical already, so routes are taken as written (fast)."""
+    table = Table(epoch=doc.get("epoch"), default_route=doc.get("default_route"))
+    table.nodes = {n.id: n for n in (parse_node(obj, f"{where}: nodes[{i}]") for i, obj in enumerate(doc["nodes"]))}
+    for entry in doc["routes"]:
+        kind = "key" if "key" in entry else "prefix"
+        table.routes[(kind, entry[kind])] = entry["next_hop"]
+    return table
 
 
 class Sender:
@@ -208,12 +214,13 @@ def _chunks(items, size):
 
 
 def _apply(http, url, verb, nodes, puts, default_route, deletes, batch):
-    """PUT nodes, PUT routes, set the default route, DELETE routes: bounded batches, in that order."""
+    """PUT nodes, PUT routes (``(ident, next hop)``), set the default route, DELETE routes (idents): bounded batches, in that order."""
     plan = ([("PUT", {"nodes": [n.as_dict() for n in c]}, f"{len(c)} nodes", 0) for c in _chunks(nodes, batch)]
-            + [("PUT", {"routes": [_route_json(r) for r in c]}, f"{len(c)} routes", len(c)) for c in _chunks(puts, batch)]
+            + [("PUT", {"routes": [{kind: text, "next_hop": hop} for (kind, text), hop in c]}, f"{len(c)} routes", len(c))
+               for c in _chunks(puts, batch)]
             + ([("PUT", {"default_route": default_route}, "default route", 0)] if default_route else [])
-            + [("DELETE", {"routes": [{"key" if i[0] == "k" else "prefix": r.text} for i, r in c]},
-                f"{len(c)} deletions", len(c)) for c in _chunks(deletes, batch)])
+            + [("DELETE", {"routes": [{kind: text} for kind, text in c]}, f"{len(c)} deletions", len(c))
+               for c in _chunks(deletes, batch)])
     sender = Sender(http, url, len(plan), sum(step[3] for step in plan), verb=verb)
     epoch = None
     for method, body, what, count in plan:
@@ -250,16 +257,24 @@ def _dump(args):
                 size = _copy(resp, out)
                 out.flush()
                 os.fsync(out.fileno())
-            try:
-                count = len(read_dump(tmp).routes)
-            except CliError as exc:
-                raise CliError(f"dump from {url} did not parse, nothing was kept: {exc}") from None
+            count = _count_routes(tmp, args.format, url)
             os.replace(tmp, target)
         except BaseException:
             os.unlink(tmp)
             raise
     print(f"dump: {count} routes at epoch {epoch} from {url} written to {target} ({size} bytes)", file=sys.stderr)
     return EXIT_OK
+
+
+def _count_routes(path, fmt, url):
+    """Routes in a dump just written; a dump that does not parse is not kept (the stream was cut short)."""
+    try:
+        with open(path, "rb") as fh:
+            if fmt == "json":
+                return len(orjson.loads(fh.read())["routes"])
+            return sum(1 for _ in csv.reader(io.TextIOWrapper(fh, encoding="utf-8", newline=""))) - 1
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CliError(f"dump from {url} did not parse, nothing was kept: {exc}") from None
 
 
 def _copy(resp, out):
@@ -281,18 +296,17 @@ def _restore(args):
     nodes = [n for nid, n in want.nodes.items() if have.nodes.get(nid) != n]
     known = set(have.nodes) | set(want.nodes)
     puts = []
-    for ident, route in want.routes.items():
-        if route.next_hop not in known:
-            raise CliError(f"{args.file}: route {route.text} names next hop {route.next_hop!r}, which neither the file "
+    for ident, hop in want.routes.items():
+        if hop not in known:
+            raise CliError(f"{args.file}: route {ident[1]} names next hop {hop!r}, which neither the file "
                            f"nor the server has; restore a JSON dump (it carries nodes), or load the nodes first "
                            f"with 'valkyrie-routing routes load NODES.csv'")
-        old = have.routes.get(ident)
-        if old is None or old.next_hop != route.next_hop:
-            puts.append(route)
+        if have.routes.get(ident) != hop:
+            puts.append((ident, hop))
     default = want.default_route if want.default_route not in (None, have.default_route) else None
     if default is not None and default not in known:
         raise CliError(f"{args.file}: default_route {default!r} is a node neither the file nor the server has")
-    deletes = [] if args.keep_extra else [(i, r) for i, r in have.routes.items() if i not in want.routes]
+    deletes = [] if args.keep_extra else [ident for ident in have.routes if ident not in want.routes]
     print(f"restore: {args.file} has {len(want.routes)} routes; server at epoch {have.epoch} has {len(have.routes)}: "
           f"{len(nodes)} nodes and {len(puts)} routes to put, {len(deletes)} to delete"
           f"{', default route to set' if default else ''}", file=sys.stderr)
@@ -315,7 +329,8 @@ def _load(args):
         raise CliError(f"{args.file}: declares no nodes, routes or default route")
     print(f"load: {args.file}: {len(rs.nodes)} nodes, {len(rs.routes)} routes"
           f"{', a default route' if rs.default_route else ''}", file=sys.stderr)
-    epoch = _apply(_http(args), url, "load", rs.nodes, rs.routes, rs.default_route, [], args.batch_size)
+    puts = [(_ident(r), r.next_hop) for r in rs.routes]
+    epoch = _apply(_http(args), url, "load", rs.nodes, puts, rs.default_route, [], args.batch_size)
     print(f"load: done at epoch {epoch}", file=sys.stderr)
     return EXIT_OK
 
