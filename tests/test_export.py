@@ -1,15 +1,22 @@
 """``GET /v1/routes`` on a real server: filters, cursor pages (stable under concurrent changes), JSON and CSV, streaming, bad queries."""
 
+import asyncio
 import base64
 import csv
 import io
 import json
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 
 from tests.realserver import RealServer, http, write_config
-from valkyrie.export import decode_cursor, encode_cursor
+from valkyrie.export import ViewCache, decode_cursor, encode_cursor
+from valkyrie.nodes import Node
+from valkyrie.rcu import RcuDomain
+from valkyrie.routes import parse_route
+from valkyrie.writer import Batch, RouteWriter
 
 # Beside the example table (config/routes/example.toml): nested IPv4, IPv6, names and exact keys.
 ROUTES = ["10.0.0.0/7", "10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "11.0.0.0/8", "9.255.255.0/24",
@@ -163,3 +170,23 @@ def test_paging_while_routes_change_lists_each_stable_route_once(tmp_path):
         assert epochs == sorted(set(epochs)), "every page saw a newer epoch than the last"
         assert len(listed) == len(set(listed)), "a route was listed twice"
         assert [p for p in listed if p.endswith("/24")] == [r["prefix"] for r in stable]
+
+
+async def test_view_cache_reuses_one_epoch_and_lets_go_when_idle():
+    writer, rcu = RouteWriter(), RcuDomain()
+    writer.stage(Batch(nodes=[Node("n")], puts=[parse_route({"key": "k", "next_hop": "n"})]))
+    rcu.publish(writer.build())
+    state = SimpleNamespace(rcu=rcu, writer=writer, executor=ThreadPoolExecutor(1))
+    cache = ViewCache(ttl=0.3)
+    first = await cache.current(state)
+    assert await cache.current(state) is first and len(first) == 1
+    writer.stage(Batch(puts=[parse_route({"key": "k2", "next_hop": "n"})]))
+    rcu.publish(writer.build(rcu.current))
+    second = await cache.current(state)  # a new epoch: a new copy
+    assert second is not first and len(second) == 2
+    for _ in range(200):  # bounded wait for the idle timer (0.3s)
+        if cache._view is None:
+            break
+        await asyncio.sleep(0.05)
+    assert cache._view is None
+    state.executor.shutdown()

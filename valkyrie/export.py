@@ -286,7 +286,18 @@ class ViewCache:
                 view = await loop.run_in_executor(state.executor, RouteView.of, state.writer)
                 await loop.run_in_executor(None, view.order)
                 self.put(view)
+                # A view of a big table is tens of MB: let it go once nobody has paged for a while.
+                loop.call_later(self.ttl, self._expire, loop)
             return view
+
+    def _expire(self, loop):
+        idle = time.monotonic() - self._used
+        if self._view is None:
+            return
+        if idle >= self.ttl:
+            self._view = None
+        else:
+            loop.call_later(self.ttl - idle, self._expire, loop)
 
     def get(self, epoch):
         """The cached view for ``epoch``, or None."""
