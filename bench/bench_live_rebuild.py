@@ -1,0 +1,122 @@
+"""Lookups during live FIT rebuilds: P99 stays under the guide's 82us budget and no request fails.
+
+A real server process serves the real 509k-prefix table plus 500k exact routes
+(``sess-0000000``..: the real table has almost no exact routes, so this makes the
+FIT rebuild substantial). Single ``GET /v1/route/{key}`` lookups (half exact
+keys, half IPv4 addresses) run from 8 concurrent clients, first idle, then
+while ``PATCH /admin/tuning`` rebuilds the FIT back to back, alternating
+``fit_load_factor`` 0.45 and 0.75 (capacity 2^21 <-> 2^20 for 500k keys). The
+baseline is the idle phase of the same run. Latency is measured twice: on the
+server (its own routing-decision histogram, read from /metrics before and
+after each phase, so only that phase's requests count) and on the client
+(whole HTTP round trip, including the client's own overhead).
+
+    .venv/bin/python bench/bench_live_rebuild.py [--quick]
+"""
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+
+import aiohttp
+import numpy as np
+
+from _live import (BUDGET_US, Histogram, Recorder, busy_note, exact_routes, metric, sample_addresses, scrape,
+                   server_config, single_lookups, start_server, stop, us, wait_ready)
+
+LOAD_FACTORS = (0.45, 0.75)
+
+
+async def rebuilds(session, base, done, log):
+    """PATCH fit_load_factor back and forth until ``done``; returns [(seconds, status, epoch)]."""
+    out, i = [], 0
+    while not done.is_set() and i < 10000:
+        t0 = time.perf_counter()
+        async with session.patch(f"{base}/admin/tuning", json={"fit_load_factor": LOAD_FACTORS[i % 2]}) as r:
+            body = await r.json()
+        out.append((time.perf_counter() - t0, r.status, body.get("epoch")))
+        if r.status != 200:
+            log(f"rebuild {i} failed: {r.status} {body}")
+        i += 1
+    return out
+
+
+def phase_line(name, server_delta, lat, errors):
+    """One result line: server-side and client-side quantiles of a phase."""
+    sq = {q: Histogram.quantile(server_delta, q) for q in (0.5, 0.99, 0.999)}
+    return (f"{name:8} server decisions: {Histogram.count(server_delta):,} requests, P50 {us(sq[0.5])} "
+            f"P99 {us(sq[0.99])} P99.9 {us(sq[0.999])} | client round trip: {len(lat):,} requests, "
+            f"P50 {us(np.percentile(lat, 50))} P99 {us(np.percentile(lat, 99))}; failed {errors}"), sq
+
+
+async def run(args, out):
+    n_exact = 50_000 if args.quick else 500_000
+    seconds = 5 if args.quick else 20
+    config = server_config(extra_routes=[exact_routes(n_exact)], lockfree={"fit_load_factor": LOAD_FACTORS[1]})
+    proc, base, metrics_url = start_server(config)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+            health = await wait_ready(session, base)
+            text = await scrape(session, metrics_url)
+            out(f"server: real table + {n_exact:,} exact routes = {health['routes']:,} routes; FIT {metric(text, 'valkyrie_fit_entries'):,.0f} "
+                f"entries in {metric(text, 'valkyrie_fit_capacity'):,.0f} slots")
+            rng = random.Random(11)
+            keys = sample_addresses(20000) + [f"sess-{rng.randrange(n_exact):07d}" for _ in range(20000)]
+            rng.shuffle(keys)
+            await single_lookups(session, base, keys, concurrency=8, seconds=5, limit=3000)  # warm connections
+            if note := busy_note({proc.pid}):
+                out(note)
+
+            h0 = Histogram(await scrape(session, metrics_url))
+            lat, errors = await single_lookups(session, base, keys, concurrency=8, seconds=seconds, limit=10**6)
+            h1 = Histogram(await scrape(session, metrics_url))
+            idle_line, idle = phase_line("idle", h1.since(h0), lat, errors)
+            idle_client = np.percentile(lat, 99)
+
+            done = asyncio.Event()
+            patcher = asyncio.ensure_future(rebuilds(session, base, done, out))
+            await asyncio.sleep(0.2)  # the first rebuild is under way
+            h2 = Histogram(await scrape(session, metrics_url))
+            lat, errors = await single_lookups(session, base, keys, concurrency=8, seconds=seconds, limit=10**6)
+            h3 = Histogram(await scrape(session, metrics_url))
+            done.set()
+            done_rebuilds = await patcher
+            rebuild_line, live = phase_line("rebuild", h3.since(h2), lat, errors)
+            failed = errors + sum(1 for _, status, _ in done_rebuilds if status != 200)
+            text = await scrape(session, metrics_url)
+            if note := busy_note({proc.pid}):
+                out(note)
+
+            times = np.array([s for s, status, _ in done_rebuilds if status == 200])
+            out(f"FIT rebuilds during the load: {len(times)} (fit_load_factor {LOAD_FACTORS[0]} <-> {LOAD_FACTORS[1]}), "
+                f"each {np.median(times) * 1e3:.0f}ms median / {times.max() * 1e3:.0f}ms max (PATCH round trip, "
+                f"rebuild + publish); final FIT {metric(text, 'valkyrie_fit_capacity'):,.0f} slots")
+            out(idle_line)
+            out(rebuild_line)
+            out(f"ratio rebuild/idle: server P99 {live[0.99] / idle[0.99]:.2f}x, client P99 "
+                f"{np.percentile(lat, 99) / idle_client:.2f}x  (server quantiles are histogram bucket edges, "
+                f"2^(1/4) apart)")
+            ok = live[0.99] * 1e6 < BUDGET_US and failed == 0
+            out(f"target: server P99 during rebuild < {BUDGET_US:.0f}us and no failed request: "
+                f"{'MET' if ok else 'MISSED'} (P99 {us(live[0.99])}, failed {failed})")
+            return ok
+    finally:
+        await stop(proc)
+        config.unlink()
+
+
+def main():
+    """Run and record the benchmark."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="short run on 50k exact routes (smoke test; not recorded)")
+    args = p.parse_args()
+    out = Recorder("live_rebuild.txt", args.quick)
+    ok = asyncio.run(run(args, out))
+    out.save()
+    return 0 if ok or args.quick else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Sustained route updates with readers running: >= 45k updates/s, reader P99 within 10% of idle, RSS flat over 1M updates.
+
+A real server process serves the real 509k-prefix table. Readers: 4 concurrent
+clients doing single ``GET /v1/route/{addr}`` lookups. Writers: 2 concurrent
+clients sending ``PUT /v1/routes`` batches of 5,000 changes each (4,000
+next-hop changes of random existing IPv4 prefixes of the real table, 1,000
+upserts of exact keys from a pool of 20,000; every one changes a value), pre-encoded so
+the client spends its time sending. Phases, all in this run: readers alone (the baseline), then
+readers with writers until 1M updates are applied (RSS of the server sampled
+twice a second), then readers alone again. Reader latency is measured on the
+server (its routing-decision histogram, per phase) and on the client (round
+trip). The server runs with the shipped defaults (``rcu_grace_period`` 5ms,
+``rcu_max_pending_updates`` 5000, ``cra_defrag_threshold`` 0.25).
+
+    .venv/bin/python bench/bench_updates.py [--quick]
+"""
+
+import argparse
+import asyncio
+import ipaddress
+import random
+import sys
+import time
+
+import aiohttp
+import numpy as np
+import orjson
+
+from _live import (GENERATED, Histogram, Recorder, busy_note, metric, rss_bytes, sample_addresses, scrape,
+                   server_config, single_lookups, start_server, stop, us, wait_ready)
+
+BATCH = 5000
+EXACT_PER_BATCH = 1000
+EXACT_POOL = 20000
+
+
+def update_bodies(count, seed=3):
+    """``2 * count`` pre-encoded PUT bodies of ``BATCH`` changes each, in sending order.
+
+    The second half sets the same routes as the first to other next hops, so cycling through
+    the list changes every route every time (an upsert of an unchanged value costs nothing).
+    """
+    rng = random.Random(seed)
+    prefixes = [line.split(",", 1)[0] for line in (GENERATED / "ipv4.csv").read_text().splitlines()[1:]]
+    hops = [line.split(",", 1)[0] for line in (GENERATED / "asn-nodes.csv").read_text().splitlines()[1:65]]
+    plans = [(rng.sample(prefixes, BATCH - EXACT_PER_BATCH), rng.sample(range(EXACT_POOL), EXACT_PER_BATCH))
+             for _ in range(count)]
+    bodies = []
+    for flip in (0, 1):
+        for b, (nets, keys) in enumerate(plans):
+            routes = [{"prefix": p, "next_hop": hops[2 * ((b + i) % 32) + flip]} for i, p in enumerate(nets)]
+            routes += [{"key": f"upd-{k}", "next_hop": hops[2 * (b % 32) + flip]} for k in keys]
+            bodies.append(orjson.dumps({"routes": routes}))
+    return bodies
+
+
+async def writers(session, base, bodies, target, done, progress):
+    """Two PUT loops until ``target`` changes are applied or ``done``; ``progress`` gets (time, applied)."""
+    applied, failed, counter = 0, 0, iter(range(10**9))
+
+    async def loop():
+        nonlocal applied, failed
+        for i in counter:
+            if applied >= target or done.is_set():
+                return
+            async with session.put(f"{base}/v1/routes", data=bodies[i % len(bodies)],
+                                   headers={"Content-Type": "application/json"}) as r:
+                body = await r.json()
+            if r.status == 200:
+                applied += body["applied"]
+                progress.append((time.perf_counter(), applied))
+            else:
+                failed += 1
+
+    await asyncio.gather(loop(), loop())
+    return applied, failed
+
+
+async def rss_sampler(pid, done, samples, progress):
+    """RSS every 0.5 s as (time, applied so far, bytes) until ``done``."""
+    while not done.is_set():
+        samples.append((time.perf_counter(), progress[-1][1] if progress else 0, rss_bytes(pid)))
+        await asyncio.sleep(0.5)
+
+
+async def readers(session, base, keys, seconds, metrics_url):
+    """A reader phase: (server histogram delta, client latencies, errors)."""
+    h0 = Histogram(await scrape(session, metrics_url))
+    lat, errors = await single_lookups(session, base, keys, concurrency=4, seconds=seconds, limit=10**7)
+    h1 = Histogram(await scrape(session, metrics_url))
+    return h1.since(h0), lat, errors
+
+
+def describe(name, delta, lat, errors):
+    """One line per reader phase; returns the server P99."""
+    p99 = Histogram.quantile(delta, 0.99)
+    return (f"{name:16} readers: server P50 {us(Histogram.quantile(delta, 0.5))} P99 {us(p99)} over "
+            f"{Histogram.count(delta):,} lookups | client P50 {us(np.percentile(lat, 50))} "
+            f"P99 {us(np.percentile(lat, 99))}; failed {errors}"), p99, np.percentile(lat, 99)
+
+
+async def run(args, out):
+    target = 100_000 if args.quick else 1_000_000
+    idle_seconds = 5 if args.quick else 15
+    config = server_config()
+    bodies = update_bodies(5 if args.quick else 20)
+    proc, base, metrics_url = start_server(config)
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+            health = await wait_ready(session, base)
+            out(f"server: real table, {health['routes']:,} routes; updates: PUT batches of {BATCH:,} "
+                f"({BATCH - EXACT_PER_BATCH:,} IPv4 next-hop changes + {EXACT_PER_BATCH:,} exact upserts), 2 writers")
+            keys = sample_addresses(20000)
+            await single_lookups(session, base, keys, concurrency=4, seconds=3, limit=2000)
+            # One round of updates first: arenas and the exact pool reach their working size before RSS counts.
+            done, progress = asyncio.Event(), []
+            await writers(session, base, bodies, len(bodies) * BATCH, done, progress)
+            if note := busy_note({proc.pid}):
+                out(note)
+
+            idle = describe("idle", *await readers(session, base, keys, idle_seconds, metrics_url))
+            before = await scrape(session, metrics_url)
+            done, progress, samples = asyncio.Event(), [], []
+            sampler = asyncio.ensure_future(rss_sampler(proc.pid, done, samples, progress))
+            t0 = time.perf_counter()
+            write = asyncio.ensure_future(writers(session, base, bodies, target, done, progress))
+            phases = []
+            while not write.done() and time.perf_counter() - t0 < 300:
+                # Reader phases back to back for as long as the writers run.
+                phases.append(await readers(session, base, keys, 2, metrics_url))
+            done.set()
+            applied, failed = await write
+            elapsed = progress[-1][0] - t0 if progress else float("nan")
+            await sampler
+            after = await scrape(session, metrics_url)
+            idle_after = describe("idle again", *await readers(session, base, keys, idle_seconds, metrics_url))
+            if note := busy_note({proc.pid}):
+                out(note)
+
+            delta = [(le, sum(p[0][i][1] for p in phases)) for i, (le, _) in enumerate(phases[0][0])]
+            lat = np.concatenate([p[1] for p in phases])
+            during = describe("during updates", delta, lat, sum(p[2] for p in phases))
+            rate = applied / elapsed
+            v4 = 'family="ipv4"'
+            defrags = (metric(after, "valkyrie_cra_defragmentations_total", v4)
+                       - metric(before, "valkyrie_cra_defragmentations_total", v4))
+            out(f"updates: {applied:,} applied in {elapsed:.1f}s = {rate:,.0f}/s; failed requests {failed}; snapshots "
+                f"published {metric(after, 'valkyrie_rcu_epoch') - metric(before, 'valkyrie_rcu_epoch'):.0f}, "
+                f"CRA defragmentations {defrags:.0f}, "
+                f"pending at end {metric(after, 'valkyrie_rcu_pending_snapshots'):.0f}")
+            for line, *_ in (idle, during, idle_after):
+                out(line)
+            server_ratio, client_ratio = during[1] / idle[1], during[2] / idle[2]
+            out(f"ratio during/idle reader P99: server {server_ratio:.2f}x, client {client_ratio:.2f}x "
+                "(server quantiles are histogram bucket edges, 2^(1/4) = 1.19x apart: 'within 10%' means the same bucket)")
+            warm = [s for s in samples if s[1] >= 0.1 * target] or samples
+            rss = np.array([s[2] for s in warm], dtype=float)
+            drift = (rss[-1] - rss[0]) / rss[0]
+            out(f"RSS over the updates: {samples[0][2] / 2**20:.0f} MiB at the start, {rss[0] / 2**20:.0f} MiB after "
+                f"{warm[0][1]:,} updates, {rss[-1] / 2**20:.0f} MiB after {warm[-1][1]:,}; min {rss.min() / 2**20:.0f} "
+                f"max {rss.max() / 2**20:.0f} MiB; drift {drift * 100:+.1f}% ({len(samples)} samples)")
+            targets = [("updates/s >= 45k", rate >= 45_000), ("reader P99 within 10% of idle (server)", server_ratio <= 1.10),
+                       ("RSS flat within 5%", abs(drift) <= 0.05 and (rss.max() - rss[0]) / rss[0] <= 0.05),
+                       ("no failed request", failed == 0 and during[0].endswith("failed 0"))]
+            for name, ok in targets:
+                out(f"target {name}: {'MET' if ok else 'MISSED'}")
+            return all(ok for _, ok in targets)
+    finally:
+        await stop(proc)
+        config.unlink()
+
+
+def main():
+    """Run and record the benchmark."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="100k updates, short phases (smoke test; not recorded)")
+    args = p.parse_args()
+    out = Recorder("updates.txt", args.quick)
+    ok = asyncio.run(run(args, out))
+    out.save()
+    return 0 if ok or args.quick else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
