@@ -95,13 +95,14 @@ def test_writer_defragments_and_counts_and_answers_stay_the_same(threshold):
 
 
 @pytest.mark.parametrize("family, width", [("ipv4", 4), ("ipv6", 16)])
-def test_compaction_drops_dead_nodes_and_route_ids_and_keeps_answers(family, width):
+@pytest.mark.parametrize("rounds", [1, 4])  # 1: a quarter of the ids dead, kept; 4: as many dead as live, renumbered
+def test_compaction_drops_dead_nodes_and_route_ids_and_keeps_answers(family, width, rounds):
     rng = np.random.default_rng(5)
     raw = rng.integers(0, 256, size=(400, width), dtype=np.uint8)
     plens = rng.integers(8, 8 * width + 1, size=400)
     routes = {(_masked(raw[i].tobytes(), int(plens[i])), int(plens[i])): i for i in range(400)}
     table = CraTable.build(family, [(p, n, v) for (p, n), v in routes.items()])
-    for round_ in range(4):  # value changes of old routes leave dead nodes and dead route ids behind
+    for round_ in range(rounds):  # value changes of old routes leave dead nodes and dead route ids behind
         changed = list(routes)[round_::4]
         routes.update({k: 1000 + round_ for k in changed})
         table = table.updated([(p, n, routes[(p, n)]) for p, n in changed], [])
@@ -109,7 +110,8 @@ def test_compaction_drops_dead_nodes_and_route_ids_and_keeps_answers(family, wid
     assert before["fragmentation"] > 0 and before["route_ids"] > len(routes)
     compact = table.defragmented()
     after = compact.stats()
-    assert after["fragmentation"] == 0 and after["route_ids"] == len(routes) == len(compact)
+    assert after["fragmentation"] == 0 and len(compact) == len(routes)
+    assert after["route_ids"] == (len(routes) if rounds == 4 else before["route_ids"])
     compact._check_invariants()
     probe = [bytes(p) for p, _n in routes] + [rng.integers(0, 256, width, dtype=np.uint8).tobytes() for _ in range(500)]
     fresh = CraTable.build(family, [(p, n, v) for (p, n), v in routes.items()])

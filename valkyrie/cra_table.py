@@ -36,14 +36,13 @@ def _children(entries):
     return (entries[(entries & 1) == 0] >> 1).astype(np.int64)
 
 
-def _renumbered(entries, node_map, rule_map):
-    """``entries`` with child node indexes and leaf route ids mapped to their compacted numbers."""
-    out = entries.astype(np.int32, copy=True)
-    child = (entries & 1) == 0
-    out[child] = node_map[entries[child] >> 1] << 1
-    leaf = ((entries & 1) == 1) & (entries != -1)
-    out[leaf] = (rule_map[entries[leaf] >> 1] << 1) | 1
-    return out
+def _renumber(entries, node_map, rule_map):
+    """Map child node indexes (and leaf route ids, given ``rule_map``) of ``entries`` in place."""
+    child = np.flatnonzero((entries & 1) == 0)
+    entries[child] = node_map[entries[child] >> 1] << 1
+    if rule_map is not None:
+        leaf = np.flatnonzero(((entries & 1) == 1) & (entries != -1))
+        entries[leaf] = (rule_map[entries[leaf] >> 1] << 1) | 1
 
 
 def _pow2_at_least(n):
@@ -237,7 +236,7 @@ class CraTable:
         return type(self)._build_packed(self._family, data, off, plens, values)
 
     def _compacted_ip(self):
-        """IP families: reachable nodes copied in breadth-first order, live route ids renumbered densely."""
+        """IP families: reachable nodes copied in breadth-first order; route ids renumbered once half are dead."""
         nodes, rules = int(self._meta[K.M_NODES]), int(self._meta[K.M_RULES])
         slots, depth = self._slots.reshape(nodes, 256), self._depth.reshape(nodes, 256)
         order, level = [], _children(self._root)
@@ -245,31 +244,39 @@ class CraTable:
             order.append(level)
             level = _children(slots[level].reshape(-1))
         order = np.concatenate(order) if order else np.zeros(0, np.int64)
-        live = np.flatnonzero(self._rule_live[:rules])
         node_map = np.full(max(nodes, 1), -1, np.int32)
         node_map[order] = np.arange(order.size, dtype=np.int32)
-        rule_map = np.full(max(rules, 1), -1, np.int32)
-        rule_map[live] = np.arange(live.size, dtype=np.int32)
-        n, r, w = int(order.size), int(live.size), self._width
+        live = np.flatnonzero(self._rule_live[:rules])
+        # Value changes leave dead route ids; renumbering them costs a pass over every leaf, so only
+        # when they are half the ids (rarely: one dead id per changed route, against 509k live ones).
+        renumber = rules - live.size >= live.size
+        ids = live if renumber else np.arange(rules)
+        rule_map = None
+        if renumber:
+            rule_map = np.full(max(rules, 1), -1, np.int32)
+            rule_map[live] = np.arange(live.size, dtype=np.int32)
+        n, r, w = int(order.size), int(ids.size), self._width
         # The same headroom as a fresh build, so the next updates append instead of copying.
         arena = _Arena(self._family, n + n // 4 + 256, r + r // 4 + 256, (r + r // 4 + 256) * w, 0,
-                       _pow2_at_least(2 * (r + 1)))
-        arena.slots[:n * 256] = _renumbered(slots[order].reshape(-1), node_map, rule_map)
-        arena.depth[:n * 256] = depth[order].reshape(-1)
-        arena.rule_value[:r] = self._rule_value[live]
-        arena.rule_plen[:r] = self._rule_plen[live]
-        arena.rule_hash[:r] = self._arena.rule_hash[live]
+                       _pow2_at_least(2 * (live.size + 1)))
+        np.take(slots, order, axis=0, out=arena.slots[:n * 256].reshape(n, 256))
+        _renumber(arena.slots[:n * 256], node_map, rule_map)
+        np.take(depth, order, axis=0, out=arena.depth[:n * 256].reshape(n, 256))
+        arena.rule_value[:r] = self._rule_value[ids]
+        arena.rule_plen[:r] = self._rule_plen[ids]
+        arena.rule_hash[:r] = self._arena.rule_hash[ids]
         arena.rule_off[:r] = np.arange(r, dtype=np.int64) * w
-        gather = (self._rule_off[live][:, None] + np.arange(w)).reshape(-1)
+        gather = (self._rule_off[ids][:, None] + np.arange(w)).reshape(-1)
         arena.rule_bytes[:r * w] = self._rule_bytes[gather]
         rule_live = np.zeros(arena.rule_value.shape[0], np.uint8)
-        rule_live[:r] = 1
+        rule_live[:r] = self._rule_live[ids]
         K.rebuild_index(arena.rule_hash, rule_live, r, arena.index)
         meta = self._meta.copy()
-        meta[K.M_NODES], meta[K.M_RULES], meta[K.M_BYTES], meta[K.M_DEAD], meta[K.M_LIVE] = n, r, r * w, 0, r
+        meta[K.M_NODES], meta[K.M_RULES], meta[K.M_BYTES], meta[K.M_DEAD] = n, r, r * w, 0
         meta[K.M_NODE_MUT], meta[K.M_RULE_MUT], meta[K.M_MISSING] = n, r, 0
-        table = type(self)(self._family, arena, meta, _renumbered(self._root, node_map, rule_map),
-                           self._root_depth.copy(), rule_live)
+        root = self._root.copy()
+        _renumber(root, node_map, rule_map)
+        table = type(self)(self._family, arena, meta, root, self._root_depth.copy(), rule_live)
         arena.head = table._gen
         return table
 
