@@ -14,6 +14,7 @@ import signal
 import subprocess
 import threading
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -54,14 +55,23 @@ class Live:
         os.replace(tmp, self.path)
 
     def edit_in_place(self, old, new):
-        """Same-size edit that keeps inode and mtime: invisible to the file watcher, so only an explicit reload sees it."""
+        """Same-size edit that keeps inode and mtime: invisible to the file watcher, so only an explicit reload sees it.
+
+        The server is stopped (SIGSTOP) meanwhile, so its watcher cannot stat the file between the write
+        and the mtime restore.
+        """
         assert len(old) == len(new)
         st = os.stat(self.path)
         text = self.path.read_text()
         assert text.count(old) == 1, (old, text)
-        with open(self.path, "r+") as f:
-            f.write(text.replace(old, new))
-        os.utime(self.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.kill(self.server.pid, signal.SIGSTOP)
+        try:
+            poll(lambda: _proc_state(self.server.pid) in "Tt", "the server to stop", timeout=30, every=0.01)
+            with open(self.path, "r+") as f:
+                f.write(text.replace(old, new))
+            os.utime(self.path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.kill(self.server.pid, signal.SIGCONT)
         after = os.stat(self.path)
         assert (after.st_ino, after.st_size, after.st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -83,6 +93,11 @@ class Live:
         """Poll until ``valkyrie_config_reloads_total{result=...}`` reaches ``count``."""
         return poll(lambda: metric(self.server, "valkyrie_config_reloads_total", f'{{result="{result}"}}') >= count,
                     f"{count} reloads with result {result}", timeout)
+
+
+def _proc_state(pid):
+    """The one-letter state of ``pid`` from /proc (``T`` when stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def metric(server, name, labels=""):

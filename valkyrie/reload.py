@@ -153,7 +153,9 @@ async def _check_and_reload(state, source):
     # Gone (an editor mid-rename) or unchanged since the last reload by any trigger: nothing to do.
     if now is None or now == state.config_fingerprint:
         return
-    if await _settled(source) is None:
+    # Compare again once writes settle: an edit reverted meanwhile (or a stat caught mid-write) needs no reload.
+    settled = await _settled(source)
+    if settled is None or settled == state.config_fingerprint:
         return
     try:
         await reload_config(state, "file watch")
