@@ -8,10 +8,15 @@ across coalesced batches never matters.
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from jit.addr import parse_prefixes
 from valkyrie.cra_table import CraTable
 from valkyrie.fit_table import FitTable
 from valkyrie.nodes import NodeTable
-from valkyrie.routes import FAMILIES, ExactRoute, PrefixRoute, RouteError, parse_node, parse_route, parse_route_ref
+from valkyrie.keys import pack_texts
+from valkyrie.routes import (FAMILIES, MAX_KEY_BYTES, ExactRoute, PrefixRoute, RouteError, parse_node, parse_route,
+                             parse_route_ref)
 from valkyrie.snapshot import Snapshot
 
 __all__ = ["Batch", "RouteWriter", "parse_put", "parse_delete"]
@@ -51,13 +56,35 @@ def parse_put(body, limit):
     if unknown:
         raise RouteError(f"unknown field(s) {', '.join(sorted(unknown))}; expected nodes, routes, default_route", "invalid_body")
     nodes = [parse_node(o, f"nodes[{i}]") for i, o in enumerate(_entries(body, "nodes", limit))]
-    puts = [parse_route(o, f"routes[{i}]") for i, o in enumerate(_entries(body, "routes", limit))]
+    puts = _parse_routes(_entries(body, "routes", limit))
     default = body.get("default_route")
     if default is not None and (not isinstance(default, str) or not default):
         raise RouteError("default_route must be a node id string", "invalid_body")
     if not nodes and not puts and default is None:
         raise RouteError("nothing to apply: give 'nodes', 'routes' or 'default_route'", "invalid_body")
     return Batch(nodes=nodes, puts=puts, default_route=default)
+
+
+def _parse_routes(items):
+    """``parse_route`` of every entry, in order; plain IP prefix entries share one kernel parse.
+
+    ``ipaddress`` was half the cost of a 5,000-route PUT. The kernel accepts only what the exact
+    parser accepts, with the same result; every other entry (keys, names, errors) takes
+    ``parse_route``, so the first bad entry is still the one named.
+    """
+    plain = [i for i, o in enumerate(items) if type(o) is dict and len(o) == 2 and type(o.get("prefix")) is str
+             and type(o.get("next_hop")) is str and o["next_hop"]]
+    packed = pack_texts([items[i]["prefix"] for i in plain], MAX_KEY_BYTES) if plain else None
+    fast = {}
+    if packed is not None:
+        kinds, v4, v6hi, v6lo, plens = parse_prefixes(*packed)
+        v4b, v6b = v4.astype(">u4").tobytes(), np.stack([v6hi, v6lo], axis=1).astype(">u8").tobytes()
+        for j, (i, kind, plen) in enumerate(zip(plain, kinds.tolist(), plens.tolist())):
+            if kind == 4:
+                fast[i] = PrefixRoute("ipv4", v4b[4 * j:4 * j + 4], plen, items[i]["next_hop"])
+            elif kind == 6:
+                fast[i] = PrefixRoute("ipv6", v6b[16 * j:16 * j + 16], plen, items[i]["next_hop"])
+    return [fast[i] if i in fast else parse_route(o, f"routes[{i}]") for i, o in enumerate(items)]
 
 
 def parse_delete(body, limit):
