@@ -100,8 +100,9 @@ class _Arena:
 
     def copied(self, meta, rule_live, caps):
         """A new arena holding one snapshot's used prefix, with at least ``caps`` room."""
-        # Grow by half when short, so a run of updates does not copy on every batch.
-        caps = [need if need <= have else max(need, have + have // 2)
+        # Grow by half when short, so a run of updates does not copy on every batch; keep what fits
+        # (sizing a dimension to exactly this batch's need made the next batch copy again).
+        caps = [have if need <= have else max(need, have + have // 2)
                 for need, have in zip(caps, self.caps)]
         new = _Arena(self.family, *caps)
         nodes, rules, nbytes, skip = (int(meta[K.M_NODES]), int(meta[K.M_RULES]),
@@ -256,8 +257,9 @@ class CraTable:
             rule_map = np.full(max(rules, 1), -1, np.int32)
             rule_map[live] = np.arange(live.size, dtype=np.int32)
         n, r, w = int(order.size), int(ids.size), self._width
-        # The same headroom as a fresh build, so the next updates append instead of copying.
-        arena = _Arena(self._family, n + n // 4 + 256, r + r // 4 + 256, (r + r // 4 + 256) * w, 0,
+        # Room for the next batches to append instead of copying (``_apply`` reserves up to 16 nodes
+        # per change); pages never written cost no memory.
+        arena = _Arena(self._family, 2 * n + 4096, r + r // 4 + 256, (r + r // 4 + 256) * w, 0,
                        _pow2_at_least(2 * (live.size + 1)))
         np.take(slots, order, axis=0, out=arena.slots[:n * 256].reshape(n, 256))
         _renumber(arena.slots[:n * 256], node_map, rule_map)
