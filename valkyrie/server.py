@@ -8,6 +8,7 @@ answer 503 until the router is ready. Every error is
 
 import asyncio
 import logging
+import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -569,9 +570,16 @@ def _us(seconds):
     return seconds * 1e6 if seconds == seconds else 0.0
 
 
+# The writer thread runs Python between its kernels (staging, building); with CPython's default
+# 5ms GIL switch interval a lookup arriving meanwhile can wait that long for the interpreter.
+GIL_SWITCH_SECONDS = 0.0002
+
+
 async def _background(app):
     st = app[STATE]
     st.publisher.on_publish = st.on_publish
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     tasks = [asyncio.create_task(coro) for coro in
              (_boot(app), st.publisher.run(), _reclaim_loop(st), _rotate_loop(st), watch_config_file(st),
               _performance_log_loop(st), watch_memory(st))]
@@ -584,6 +592,7 @@ async def _background(app):
     st.executor.shutdown(wait=True, cancel_futures=True)
     if st.store is not None:
         st.store.close()
+    sys.setswitchinterval(switch)
 
 
 def create_app(config: Config, *, state=None) -> web.Application:
