@@ -137,18 +137,27 @@ def metric(text, name, labels=""):
     return float(m.group(1)) if m else None
 
 
-async def single_lookups(session, base, keys, *, concurrency, seconds, limit, stamps=None):
+async def single_lookups(session, base, keys, *, concurrency, seconds, limit, stamps=None, rate=None):
     """``GET /v1/route/{key}`` from ``concurrency`` workers for ``seconds`` (at most ``limit`` requests).
 
+    ``rate`` (requests/s, all workers together) paces the load instead of running flat out:
+    latency is then measured at a steady offered load, not while the client saturates the box.
     Returns ``(latencies_s, errors)``; ``stamps`` (a list) gets each request's start time when given.
     """
     lat, errors = [], 0
-    deadline = time.perf_counter() + seconds
+    start = time.perf_counter()
+    deadline = start + seconds
     counter = iter(range(limit))
+    gap = concurrency / rate if rate else 0.0
 
-    async def worker():
+    async def worker(w):
         nonlocal errors
+        due = start + w * gap / concurrency
         for i in counter:
+            if gap:
+                due += gap
+                if due > time.perf_counter():
+                    await asyncio.sleep(due - time.perf_counter())
             t0 = time.perf_counter()
             if t0 > deadline:
                 return
@@ -163,7 +172,7 @@ async def single_lookups(session, base, keys, *, concurrency, seconds, limit, st
             if stamps is not None:
                 stamps.append(t0)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
     return np.array(lat), errors
 
 

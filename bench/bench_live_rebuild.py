@@ -3,7 +3,7 @@
 A real server process serves the real 509k-prefix table plus 500k exact routes
 (``sess-0000000``..: the real table has almost no exact routes, so this makes the
 FIT rebuild substantial). Single ``GET /v1/route/{key}`` lookups (half exact
-keys, half IPv4 addresses) run from 8 concurrent clients, first idle, then
+keys, half IPv4 addresses) run from 8 concurrent clients at a steady 2,000/s, first idle, then
 while ``PATCH /admin/tuning`` rebuilds the FIT back to back, alternating
 ``fit_load_factor`` 0.45 and 0.75 (capacity 2^21 <-> 2^20 for 500k keys). The
 baseline is the idle phase of the same run. Latency is measured twice: on the
@@ -27,6 +27,7 @@ from _live import (BUDGET_US, Histogram, Recorder, busy_note, exact_routes, metr
                    server_config, single_lookups, start_server, stop, us, wait_ready)
 
 LOAD_FACTORS = (0.45, 0.75)
+READ_RATE = 2000  # lookups/s offered in both phases: latency at a steady load, not a saturated client's
 
 
 async def rebuilds(session, base, done, log):
@@ -70,7 +71,8 @@ async def run(args, out):
                 out(note)
 
             h0 = Histogram(await scrape(session, metrics_url))
-            lat, errors = await single_lookups(session, base, keys, concurrency=8, seconds=seconds, limit=10**6)
+            lat, errors = await single_lookups(session, base, keys, concurrency=8, seconds=seconds, limit=10**6,
+                                               rate=READ_RATE)
             h1 = Histogram(await scrape(session, metrics_url))
             idle_line, idle = phase_line("idle", h1.since(h0), lat, errors)
             idle_client = np.percentile(lat, 99)
@@ -79,7 +81,8 @@ async def run(args, out):
             patcher = asyncio.ensure_future(rebuilds(session, base, done, out))
             await asyncio.sleep(0.2)  # the first rebuild is under way
             h2 = Histogram(await scrape(session, metrics_url))
-            lat, errors = await single_lookups(session, base, keys, concurrency=8, seconds=seconds, limit=10**6)
+            lat, errors = await single_lookups(session, base, keys, concurrency=8, seconds=seconds, limit=10**6,
+                                               rate=READ_RATE)
             h3 = Histogram(await scrape(session, metrics_url))
             done.set()
             done_rebuilds = await patcher
