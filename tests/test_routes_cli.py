@@ -5,8 +5,6 @@ import json
 import random
 import subprocess
 
-import pytest
-
 from tests.mounts import remount, tmpfs
 from tests.realserver import RealServer, http, render_toml, server_command, write_config
 

@@ -30,6 +30,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from valkyrie.export import CSV_HEADER
 from valkyrie.http_client import Http, ServerUnreachable
 from valkyrie.routes import ExactRoute, RouteError, load_route_file, parse_node, parse_route
 
@@ -37,7 +38,6 @@ __all__ = ["add_parser", "Table", "read_dump", "CliError"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
 TOKEN_ENV = "VALKYRIE_ADMIN_TOKEN"
-CSV_HEADER = ["kind", "route", "next_hop"]
 _JSON_KEYS = {"epoch", "next", "default_route", "nodes", "routes"}
 
 
@@ -125,7 +125,7 @@ def _table_from_json(doc, where):
 def _table_from_csv(text, where):
     rows = csv.reader(io.StringIO(text, newline=""))
     header = [h.strip() for h in next(rows, [])]
-    if header != CSV_HEADER:
+    if header != list(CSV_HEADER):
         raise CliError(f"{where}:1: header must be {','.join(CSV_HEADER)} (a CSV dump), got {','.join(header)!r}; "
                        "to push a route file use 'valkyrie-routing routes load'")
     table, seen = Table(), {}
