@@ -21,10 +21,9 @@ log = logging.getLogger("valkyrie.publisher")
 class Publisher:
     """The only path by which route changes reach readers."""
 
-    def __init__(self, writer, rcu, executor, *, max_pending, store=None, on_publish=None, on_store_error=None):
+    def __init__(self, writer, rcu, executor, *, max_pending, store=None, on_publish=None):
         self.writer = writer
         self.store = store
-        self.on_store_error = on_store_error
         self.rcu = rcu
         self.executor = executor
         self.max_pending = max_pending
@@ -111,8 +110,6 @@ class Publisher:
             except StoreError as exc:
                 self.writer.rollback()
                 log.error("ERROR route store refused %d batch(es), nothing applied: %s", len(segment), exc)
-                if self.on_store_error is not None:
-                    self.on_store_error(exc)
                 for i in segment:
                     outcomes[i] = exc
                 return
