@@ -11,9 +11,10 @@ readers with writers until 1M updates are applied (RSS of the server sampled
 twice a second), then readers alone again. Reader latency is measured on the
 server (its routing-decision histogram, per phase) and on the client (round
 trip). The server runs with the shipped defaults (``rcu_grace_period`` 5ms,
-``rcu_max_pending_updates`` 5000, ``cra_defrag_threshold`` 0.25).
+``rcu_max_pending_updates`` 5000, ``cra_defrag_threshold`` 0.25); ``--max-pending N`` changes how
+many changes one snapshot coalesces (the guide's knob for update-heavy routers).
 
-    .venv/bin/python bench/bench_updates.py [--quick]
+    .venv/bin/python bench/bench_updates.py [--quick] [--max-pending 20000]
 """
 
 import argparse
@@ -106,14 +107,15 @@ def describe(name, delta, lat, errors):
 async def run(args, out):
     target = 100_000 if args.quick else 1_000_000
     idle_seconds = 5 if args.quick else 15
-    config = server_config()
+    config = server_config(lockfree={"rcu_max_pending_updates": args.max_pending} if args.max_pending else None)
     bodies = update_bodies(5 if args.quick else 20)
     proc, base, metrics_url = start_server(config)
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
             health = await wait_ready(session, base)
-            out(f"server: real table, {health['routes']:,} routes; updates: PUT batches of {BATCH:,} "
-                f"({BATCH - EXACT_PER_BATCH:,} IPv4 next-hop changes + {EXACT_PER_BATCH:,} exact upserts), 2 writers")
+            out(f"server: real table, {health['routes']:,} routes; rcu_max_pending_updates "
+                f"{args.max_pending or 'default (5000)'}; updates: PUT batches of {BATCH:,} ({BATCH - EXACT_PER_BATCH:,} "
+                f"IPv4 next-hop changes + {EXACT_PER_BATCH:,} exact upserts), {WRITERS} in flight")
             keys = sample_addresses(20000)
             await single_lookups(session, base, keys, concurrency=4, seconds=3, limit=2000)
             # One round of updates first: arenas and the exact pool reach their working size before RSS counts.
@@ -181,8 +183,9 @@ def main():
     """Run and record the benchmark."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="100k updates, short phases (smoke test; not recorded)")
+    p.add_argument("--max-pending", type=int, help="rcu_max_pending_updates for the server (changes coalesced per snapshot)")
     args = p.parse_args()
-    out = Recorder("updates.txt", args.quick)
+    out = Recorder(f"updates-max-pending-{args.max_pending}.txt" if args.max_pending else "updates.txt", args.quick)
     ok = asyncio.run(run(args, out))
     out.save()
     return 0 if ok or args.quick else 1

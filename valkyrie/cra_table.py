@@ -249,8 +249,8 @@ class CraTable:
         node_map[order] = np.arange(order.size, dtype=np.int32)
         live = np.flatnonzero(self._rule_live[:rules])
         # Value changes leave dead route ids; renumbering them costs a pass over every leaf, so only
-        # when they are half the ids (rarely: one dead id per changed route, against 509k live ones).
-        renumber = rules - live.size >= live.size
+        # when they are a fifth of the ids (one dead id per changed route: bounded, so memory stays flat).
+        renumber = rules - live.size >= live.size // 4
         ids = live if renumber else np.arange(rules)
         rule_map = None
         if renumber:
