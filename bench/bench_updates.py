@@ -150,7 +150,10 @@ async def run(args, out):
             v4 = 'family="ipv4"'
             defrags = (metric(after, "valkyrie_cra_defragmentations_total", v4)
                        - metric(before, "valkyrie_cra_defragmentations_total", v4))
-            out(f"updates: {applied:,} applied in {elapsed:.1f}s = {rate:,.0f}/s; failed requests {failed}; snapshots "
+            gen2 = 'generation="2"'
+            full_gcs = metric(after, "python_gc_collections_total", gen2) - metric(before, "python_gc_collections_total", gen2)
+            out(f"updates: {applied:,} applied in {elapsed:.1f}s = {rate:,.0f}/s; failed requests {failed}; full GCs "
+                f"{full_gcs:.0f}; snapshots "
                 f"published {metric(after, 'valkyrie_rcu_epoch') - metric(before, 'valkyrie_rcu_epoch'):.0f}, "
                 f"CRA defragmentations {defrags:.0f}, "
                 f"pending at end {metric(after, 'valkyrie_rcu_pending_snapshots'):.0f}")
