@@ -15,6 +15,7 @@ from jit._policy import kernel
 from jit.addr import KIND_IPV4, KIND_IPV6, parse_addresses
 from jit.cra import lookup_ipv4, lookup_ipv6, lookup_names
 from jit.fit import fit_lookup
+from jit.text import format_prefixes
 
 __all__ = ["resolve", "NONE", "EXACT", "PREFIX", "DEFAULT"]
 
@@ -38,7 +39,7 @@ def resolve(data, offsets,
             v6_root, v6_slots, v6_value, v6_plen,
             nm_root, nm_slots, nm_nroute, nm_skip_off, nm_skip_len, nm_skipb,
             nm_value, nm_plen, nm_rule_off, nm_rule_bytes,
-            default):
+            default, with_text, hexdigits):
     """Resolve every key ``data[offsets[i]:offsets[i+1]]`` against one snapshot's tables.
 
     Parameters
@@ -50,12 +51,20 @@ def resolve(data, offsets,
     nm_* : the name CRA's root node and arrays (``jit.cra.lookup_names``).
     default : int
         Node index of the default route, or -1.
+    with_text : bool
+        Also format the matched prefixes as text (``jit.text.format_prefixes``).
+    hexdigits : uint8[16]
+        ``b"0123456789abcdef"`` for the IPv6 texts.
 
     Returns
     -------
-    (node int32[n], match int8[n], plen int16[n], kind int8[n], v4 uint32[n], v6hi uint64[n], v6lo uint64[n])
-        Next-hop node (-1: none), match code, matched prefix length in bits (-1 unless a prefix
-        matched), and the key's address kind and parsed value (``jit.addr.parse_addresses``).
+    (cols int32[3, n], text uint8[:])
+        Rows of ``cols``: next-hop node (-1: none), match code, matched prefix length in bits
+        (-1 unless a prefix matched). ``text`` holds the matched prefixes of the keys whose match
+        is a prefix, in key order, each ended by a NUL (empty unless ``with_text``).
+
+    One output array and one text buffer: boxing each returned array costs ~0.35us, which
+    a single lookup would otherwise pay seven times over.
     """
     n = offsets.shape[0] - 1
     node = np.empty(n, np.int32)
@@ -126,9 +135,23 @@ def resolve(data, offsets,
         lookup_names(nm_root, nm_slots, nm_nroute, nm_skip_off, nm_skip_len, nm_skipb, nm_value, nm_plen,
                      nm_rule_off, nm_rule_bytes, sub, sub_off, values, plens)
         _fill(seln, values, plens, node, match, plen)
-    if default >= 0:
-        for i in range(n):
-            if node[i] < 0:
-                node[i] = default
-                match[i] = DEFAULT
-    return node, match, plen, kind, v4, v6hi, v6lo
+    cols = np.empty((3, n), np.int32)
+    nprefix = 0
+    for i in range(n):
+        if node[i] < 0 and default >= 0:
+            node[i] = default
+            match[i] = DEFAULT
+        cols[0, i] = node[i]
+        cols[1, i] = match[i]
+        cols[2, i] = plen[i]
+        if match[i] == PREFIX:
+            nprefix += 1
+    if not with_text or nprefix == 0:
+        return cols, np.empty(0, np.uint8)
+    sel = np.empty(nprefix, np.int64)
+    j = 0
+    for i in range(n):
+        if match[i] == PREFIX:
+            sel[j] = i
+            j += 1
+    return cols, format_prefixes(sel, kind, v4, v6hi, v6lo, plen, data, offsets, hexdigits)

@@ -28,7 +28,13 @@ def pack_keys(keys):
     if data.size == 0:
         # Kernels index data; give them one byte so an all-empty batch has a valid buffer.
         data = np.zeros(1, dtype=np.uint8)
-    return data, offsets
+    return _frozen(data), _frozen(offsets)
+
+
+def _frozen(a):
+    # Read-only arrays are one kernel signature; flipping the flag is cheaper than a view later.
+    a.flags.writeable = False
+    return a
 
 
 def pack_texts(texts, max_len):
@@ -55,7 +61,7 @@ def pack_texts(texts, max_len):
         return None
     offsets = np.zeros(lengths.size + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return np.frombuffer(data, dtype=np.uint8), offsets
+    return np.frombuffer(data, dtype=np.uint8), _frozen(offsets)
 
 
 def unpack_key(data, offsets, i):

@@ -381,7 +381,7 @@ async def post_route_packed(request):
     started = time.perf_counter()
     data, offsets = _split_packed(body, st.max_keys)
     with st.rcu.read() as snap:
-        res = snap.resolve_packed(data, offsets)
+        res = snap.resolve_packed(data, offsets, with_text=False)
         out = snap.next_hops(res)
         epoch = snap.epoch
     st.metrics.observe_request(time.perf_counter() - started, len(res), st.budget)

@@ -6,11 +6,10 @@ kind: IPv4 text, IPv6 text or a name) -> the default route -> no route.
 
 import numpy as np
 
-from jit.resolve import PREFIX, resolve
-from jit.text import format_prefixes
+from jit.resolve import resolve
 from valkyrie.keys import pack_keys
 
-__all__ = ["Snapshot", "Resolution", "MATCH_NAMES", "prefix_texts"]
+__all__ = ["Snapshot", "Resolution", "MATCH_NAMES"]
 
 MATCH_NAMES = ("none", "exact", "prefix", "default")
 _MATCH_OBJECTS = np.array(MATCH_NAMES, dtype=object)
@@ -18,16 +17,20 @@ _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
 class Resolution:
-    """Column-wise answers for a batch of keys."""
+    """Column-wise answers for a batch of keys: ``node``, ``match`` and ``plen`` per key."""
 
-    __slots__ = ("data", "offsets", "node", "match", "plen", "kind", "v4", "v6hi", "v6lo")
+    __slots__ = ("node", "match", "plen", "_text")
 
-    def __init__(self, data, offsets, node, match, plen, kind, v4, v6hi, v6lo):
-        self.data, self.offsets, self.node, self.match, self.plen = data, offsets, node, match, plen
-        self.kind, self.v4, self.v6hi, self.v6lo = kind, v4, v6hi, v6lo
+    def __init__(self, cols, text):
+        self.node, self.match, self.plen = cols
+        self._text = text
+
+    def prefixes(self):
+        """Texts of the matched prefixes (``"198.51.100.0/24"``, ``"ci.build."``), in key order."""
+        return self._text.tobytes().decode("utf-8", errors="replace").split("\0")[:-1]
 
     def __len__(self):
-        return self.offsets.shape[0] - 1
+        return self.node.shape[0]
 
 
 class Snapshot:
@@ -67,16 +70,19 @@ class Snapshot:
         self.released = True
         return freed
 
-    def resolve(self, keys):
+    def resolve(self, keys, *, with_text=True):
         """Resolve a list of key ``bytes``; returns a ``Resolution``."""
-        return self.resolve_packed(*pack_keys(keys))
+        return self.resolve_packed(*pack_keys(keys), with_text=with_text)
 
-    def resolve_packed(self, data, offsets):
-        """Resolve keys already packed in an arena (``valkyrie.keys.pack_keys`` form)."""
+    def resolve_packed(self, data, offsets, *, with_text=True):
+        """Resolve keys already packed in an arena (``valkyrie.keys.pack_keys`` form).
+
+        ``with_text=False`` skips formatting matched prefixes (answers that only name next hops).
+        """
         if self._kargs is None:
             self._kargs = (*self.exact.kernel_args(), *self.ipv4.kernel_args(), *self.ipv6.kernel_args(),
                            *self.names.kernel_args(), int(self.default))
-        return Resolution(data, offsets, *resolve(_readonly(data), _readonly(offsets), *self._kargs))
+        return Resolution(*resolve(_readonly(data), _readonly(offsets), *self._kargs, with_text, _HEX))
 
     def next_hops(self, res):
         """Next-hop ids of a ``Resolution`` as one newline-separated bytes (empty line: no route)."""
@@ -88,10 +94,12 @@ class Snapshot:
         hops = self.nodes.id_or_none[res.node].tolist()
         matches = _MATCH_OBJECTS[res.match].tolist()
         out = [{"key": k, "next_hop": h, "match": m} for k, h, m in zip(texts, hops, matches)]
-        sel = np.flatnonzero(res.match == PREFIX)
-        if sel.size:
-            for i, text in zip(sel.tolist(), prefix_texts(res, sel)):
-                out[i]["prefix"] = text
+        prefixes = res.prefixes()
+        if prefixes:
+            at = iter(prefixes)
+            for entry, m in zip(out, matches):
+                if m == "prefix":
+                    entry["prefix"] = next(at)
         return out
 
     def __repr__(self):
@@ -104,9 +112,3 @@ def _readonly(a):
         a = a.view()
         a.flags.writeable = False
     return a
-
-
-def prefix_texts(res, sel):
-    """The matched prefixes of answers ``sel`` as text (``"198.51.100.0/24"``, ``"ci.build."``)."""
-    buf = format_prefixes(sel, res.kind, res.v4, res.v6hi, res.v6lo, res.plen, res.data, res.offsets, _HEX)
-    return buf.tobytes().decode("utf-8", errors="replace").split("\0")[:-1]
