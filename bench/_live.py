@@ -100,6 +100,12 @@ class Histogram:
         self.buckets = []
         for m in re.finditer(r'^valkyrie_routing_request_duration_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M):
             self.buckets.append((float(m.group(1)), float(m.group(2))))
+        self.sum = metric(text, "valkyrie_routing_request_duration_seconds_sum") or 0.0
+
+    def mean_since(self, earlier):
+        """Mean request time between ``earlier`` and this scrape (exact: from _sum, not bucket edges)."""
+        count = Histogram.count(self.since(earlier))
+        return (self.sum - earlier.sum) / count if count else float("nan")
 
     def since(self, earlier):
         """Per-bucket counts observed between ``earlier`` and this scrape: ``[(le, count)]``."""

@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 
 from valkyrie.admin import add_admin_routes, check_token, load_admin_token, requires_token
-from valkyrie.cache import RouteCache
+from valkyrie.cache import RouteCache, encoded
 from valkyrie.config import Config
 from valkyrie.export import ViewCache, parse_query, stream_routes
 from valkyrie.logs import configure_logging
@@ -294,25 +294,27 @@ async def get_route(request):
     _check_table(st, request.query.get("table"))
     try:
         key = _path_key(request)
-        # A hit is an answer of the live snapshot; only valid keys were ever cached.
-        answer = st.cache.get(key, st.rcu.current.epoch) if st.cache.size else None
-        if answer is None:
+        # A hit is a reply of the live snapshot; only valid keys were ever cached.
+        reply = st.cache.get(key, st.rcu.current.epoch) if st.cache.size else None
+        if reply is None:
             raw = parse_key(key)
     except RouteError as exc:
         raise ApiError(400, "invalid_key", str(exc)) from None
-    if answer is None:
+    if reply is None:
         with st.rcu.read() as snap:
             res = snap.resolve([raw])
             answer = snap.answers(res, [key])[0]
             answer["epoch"] = snap.epoch
+        reply = encoded(key, answer)
         if answer["match"] != "exact":
-            st.cache.put(key, snap.epoch, answer)
+            st.cache.put(key, snap.epoch, reply)
     st.recent.append(key)
     st.metrics.observe_request(time.perf_counter() - started, 1, st.budget)
-    if answer["match"] == "none":
+    status, body = reply
+    if status == 404:
         st.metrics.no_route.inc()
-        raise ApiError(404, "no_route", f"no route for key {key!r} (epoch {answer['epoch']})")
-    return _json(answer)
+        st.metrics.count_error("no_route")
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 async def post_route(request):
