@@ -76,6 +76,8 @@ class ServerState:
         self.recent = deque(maxlen=RECENT_KEYS)  # recent GET keys: what POST /admin/cache/warmup replays
         self._live_lock = asyncio.Lock()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="valkyrie-writer")
+        # One thread for parsing big PUT bodies: each thread that allocates gets its own malloc arena.
+        self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="valkyrie-parse")
         self.store_path = config["routing.store_path"]
         self.store = None  # opened in the writer thread at boot
         self.publisher = Publisher(self.writer, self.rcu, self.executor,
@@ -412,7 +414,7 @@ async def put_routes(request):
     raw = await request.read()
     try:
         if len(raw) >= PARSE_IN_THREAD_BYTES:
-            batch = await asyncio.get_running_loop().run_in_executor(None, _parse_put_body, raw, st.max_keys)
+            batch = await asyncio.get_running_loop().run_in_executor(st.parser, _parse_put_body, raw, st.max_keys)
         else:
             batch = _parse_put_body(raw, st.max_keys)
         epoch = await st.publisher.submit(batch)
@@ -614,6 +616,7 @@ async def _background(app):
         with suppress(asyncio.CancelledError):
             await task
     st.executor.shutdown(wait=True, cancel_futures=True)
+    st.parser.shutdown(wait=True, cancel_futures=True)
     if st.store is not None:
         st.store.close()
     sys.setswitchinterval(switch)
