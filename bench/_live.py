@@ -200,6 +200,8 @@ def busy_note(own_pids=()):
         try:
             stat = (d / "stat").read_text().rsplit(")", 1)[1].split()
             comm = (d / "comm").read_text().strip()
+            if not (d / "cmdline").read_bytes():
+                continue  # a kernel thread, not other work
         except OSError:
             continue
         if stat[0] == "R":
