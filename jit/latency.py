@@ -12,7 +12,7 @@ import numpy as np
 
 from jit._policy import kernel
 
-__all__ = ["bucket_of", "record", "quantile", "upper_edges"]
+__all__ = ["bucket_of", "record", "record_in", "quantile", "upper_edges"]
 
 
 @kernel
@@ -35,6 +35,14 @@ def bucket_of(value, base, sub, nbuckets):
 def record(counts, value, base, sub):
     """Add one observation of ``value`` to ``counts`` in place."""
     counts[bucket_of(value, base, sub, counts.shape[0])] += 1
+
+
+@kernel
+def record_in(total, windows, window, value, base, sub):
+    """Add one observation to ``total`` and to row ``window`` of ``windows`` (one call on the hot path)."""
+    b = bucket_of(value, base, sub, total.shape[0])
+    total[b] += 1
+    windows[window, b] += 1
 
 
 @kernel

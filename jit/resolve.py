@@ -17,7 +17,7 @@ from jit.cra import lookup_ipv4, lookup_ipv6, lookup_names
 from jit.fit import fit_lookup
 from jit.text import format_prefixes
 
-__all__ = ["resolve", "NONE", "EXACT", "PREFIX", "DEFAULT"]
+__all__ = ["resolve", "resolve_key", "NONE", "EXACT", "PREFIX", "DEFAULT"]
 
 NONE, EXACT, PREFIX, DEFAULT = 0, 1, 2, 3
 
@@ -155,3 +155,30 @@ def resolve(data, offsets,
             sel[j] = i
             j += 1
     return cols, format_prefixes(sel, kind, v4, v6hi, v6lo, plen, data, offsets, hexdigits)
+
+
+@kernel
+def resolve_key(key,
+                fit_tags, fit_refs, fit_arena, fit_seed, fit_stats, fit_depth,
+                v4_root, v4_slots, v4_value, v4_plen,
+                v6_root, v6_slots, v6_value, v6_plen,
+                nm_root, nm_slots, nm_nroute, nm_skip_off, nm_skip_len, nm_skipb,
+                nm_value, nm_plen, nm_rule_off, nm_rule_bytes,
+                default, with_text, hexdigits):
+    """``resolve`` for one key given as ``bytes``: ``(node, match, plen, text)``.
+
+    Packing a single key into numpy arrays in Python cost more than the lookup itself
+    once caches are cold (a server between requests); here it is two small allocations.
+    """
+    n = len(key)
+    data = np.empty(max(n, 1), np.uint8)
+    for i in range(n):
+        data[i] = key[i]
+    offsets = np.empty(2, np.int64)
+    offsets[0] = 0
+    offsets[1] = n
+    cols, text = resolve(data, offsets, fit_tags, fit_refs, fit_arena, fit_seed, fit_stats, fit_depth,
+                         v4_root, v4_slots, v4_value, v4_plen, v6_root, v6_slots, v6_value, v6_plen,
+                         nm_root, nm_slots, nm_nroute, nm_skip_off, nm_skip_len, nm_skipb,
+                         nm_value, nm_plen, nm_rule_off, nm_rule_bytes, default, with_text, hexdigits)
+    return cols[0, 0], cols[1, 0], cols[2, 0], text

@@ -56,3 +56,17 @@ def test_quantile_matches_reference_and_bounds_true_value(values, q):
 
 def test_quantile_of_empty_histogram_is_nan():
     assert math.isnan(latency.quantile(np.zeros(N, dtype=np.int64), 0.99, BASE, SUB))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(1e-9, 100.0), st.integers(0, 5)), max_size=50))
+def test_record_in_fills_total_and_one_window_like_the_reference(observations):
+    total = np.zeros(218, np.int64)
+    windows = np.zeros((6, 218), np.int64)
+    want_total, want_windows = np.zeros_like(total), np.zeros_like(windows)
+    for value, w in observations:
+        latency.record_in(total, windows, w, value, 1e-7, 8)
+        b = naive_latency.bucket_of(value, 1e-7, 8, 218)
+        want_total[b] += 1
+        want_windows[w, b] += 1
+    assert (total == want_total).all() and (windows == want_windows).all()

@@ -138,3 +138,22 @@ def test_matches_the_twin_after_copy_on_write_updates(case, ups4, dels4, upsn, d
     v4_after = naive_cra.apply(v4_rules, updates["ipv4"][0], dels4)
     names_after = naive_cra.apply(name_rules, updates["name"][0], delsn)
     check(snap, keys, exact, v4_after, v6_rules, names_after, default)
+
+
+@SETTINGS
+@given(tables_and_keys())
+def test_single_key_answers_match_the_batch(case):
+    exact, v4_rules, v6_rules, name_rules, default, keys = case
+    snap = snapshot(exact, v4_rules, v6_rules, name_rules, default)
+    snap.nodes = _Ids()
+    res = snap.resolve(keys)
+    batch = snap.answers(res, keys)
+    for key, want in zip(keys, batch):
+        assert snap.answer(key, key) == want
+
+
+class _Ids:
+    """Stands in for a NodeTable: node i is called "n<i>"."""
+
+    ids = [f"n{i}" for i in range(1001)]
+    id_or_none = __import__("numpy").array([*ids, None], dtype=object)

@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from collections import deque
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -39,6 +38,31 @@ class Reclaimed:
 
     def __repr__(self):
         return f"Reclaimed(epochs={self.epochs}, nbytes={self.nbytes})"
+
+
+class _Reader:
+    """A thread's reader slot as a context manager: a plain object, so entering costs no generator."""
+
+    __slots__ = ("domain", "slot")
+
+    def __init__(self, domain, slot):
+        self.domain, self.slot = domain, slot
+
+    def __enter__(self):
+        domain, slot = self.domain, self.slot
+        domain.entered_ns[slot] = time.monotonic_ns()
+        while True:
+            snap = domain._current
+            if snap is None:
+                raise RuntimeError("no snapshot published yet: call publish() first")
+            domain.slots[slot] = snap.epoch
+            # Re-check after marking: the writer may have swapped and reclaimed in between.
+            if domain._current is snap:
+                return snap
+
+    def __exit__(self, *exc):
+        self.domain.slots[self.slot] = OFFLINE
+        return False
 
 
 class RcuDomain:
@@ -79,34 +103,19 @@ class RcuDomain:
         """True once a first snapshot is published."""
         return self._current is not None
 
-    def _slot(self):
-        slot = getattr(self._local, "slot", None)
-        if slot is None:
+    def _reader(self):
+        reader = getattr(self._local, "reader", None)
+        if reader is None:
             with self._lock:
                 if not self._free:
                     raise RuntimeError(f"all {len(self.slots)} RCU reader slots are taken; raise the slot count")
                 slot = self._free.pop()
-            self._local.slot = slot
-        return slot
+            reader = self._local.reader = _Reader(self, slot)
+        return reader
 
-    @contextmanager
     def read(self):
-        """Enter a read-side critical section and yield the current snapshot."""
-        slot = self._slot()
-        slots = self.slots
-        self.entered_ns[slot] = time.monotonic_ns()
-        while True:
-            snap = self._current
-            if snap is None:
-                raise RuntimeError("no snapshot published yet: call publish() first")
-            slots[slot] = snap.epoch
-            # Re-check after marking: the writer may have swapped and reclaimed in between.
-            if self._current is snap:
-                break
-        try:
-            yield snap
-        finally:
-            slots[slot] = OFFLINE
+        """Enter a read-side critical section: ``with rcu.read() as snap: ...`` (one per thread at a time)."""
+        return self._reader()
 
     def publish(self, snapshot):
         """Make ``snapshot`` current and retire the previous one; returns its epoch.

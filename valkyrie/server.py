@@ -304,8 +304,7 @@ async def get_route(request):
         raise ApiError(400, "invalid_key", str(exc)) from None
     if reply is None:
         with st.rcu.read() as snap:
-            res = snap.resolve([raw])
-            answer = snap.answers(res, [key])[0]
+            answer = snap.answer(raw, key)
             answer["epoch"] = snap.epoch
         reply = encoded(key, answer)
         if answer["match"] != "exact":

@@ -6,7 +6,7 @@ kind: IPv4 text, IPv6 text or a name) -> the default route -> no route.
 
 import numpy as np
 
-from jit.resolve import resolve
+from jit.resolve import resolve, resolve_key
 from valkyrie.keys import pack_keys
 
 __all__ = ["Snapshot", "Resolution", "MATCH_NAMES"]
@@ -74,15 +74,26 @@ class Snapshot:
         """Resolve a list of key ``bytes``; returns a ``Resolution``."""
         return self.resolve_packed(*pack_keys(keys), with_text=with_text)
 
+    def answer(self, raw, text):
+        """The JSON-ready answer for one key (``raw`` its bytes, ``text`` as the client sent it)."""
+        node, match, plen, prefix = resolve_key(raw, *self._kernel_args(), True, _HEX)
+        entry = {"key": text, "next_hop": self.nodes.ids[node] if node >= 0 else None, "match": MATCH_NAMES[match]}
+        if prefix.size:
+            entry["prefix"] = prefix[:-1].tobytes().decode("utf-8", errors="replace")
+        return entry
+
+    def _kernel_args(self):
+        if self._kargs is None:
+            self._kargs = (*self.exact.kernel_args(), *self.ipv4.kernel_args(), *self.ipv6.kernel_args(),
+                           *self.names.kernel_args(), int(self.default))
+        return self._kargs
+
     def resolve_packed(self, data, offsets, *, with_text=True):
         """Resolve keys already packed in an arena (``valkyrie.keys.pack_keys`` form).
 
         ``with_text=False`` skips formatting matched prefixes (answers that only name next hops).
         """
-        if self._kargs is None:
-            self._kargs = (*self.exact.kernel_args(), *self.ipv4.kernel_args(), *self.ipv6.kernel_args(),
-                           *self.names.kernel_args(), int(self.default))
-        return Resolution(*resolve(_readonly(data), _readonly(offsets), *self._kargs, with_text, _HEX))
+        return Resolution(*resolve(_readonly(data), _readonly(offsets), *self._kernel_args(), with_text, _HEX))
 
     def next_hops(self, res):
         """Next-hop ids of a ``Resolution`` as one newline-separated bytes (empty line: no route)."""
