@@ -76,9 +76,11 @@ class Metrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
-        self.http_requests = Counter("valkyrie_http_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r)
-        self.errors = Counter("valkyrie_routing_errors", "Requests answered with an error, by code", ["code"], registry=r)
-        self.no_route = Counter("valkyrie_routing_no_route", "Keys that resolved to no route", registry=r)
+        # Bumped on every request: plain dicts read by the collector, since prometheus-client's
+        # labels().inc() takes two locks per call.
+        self.http_requests = {}  # (endpoint, status) -> count
+        self.errors = {}  # code -> count
+        self.no_route_total = 0
         self.budget_violations = Counter("valkyrie_performance_budget_violations", "Requests slower than performance_budget", registry=r)
         self.updates = Counter("valkyrie_route_updates", "Route changes applied through RCU", ["op"], registry=r)
         self.reloads = Counter("valkyrie_config_reloads", "Config reloads by result", ["result"], registry=r)
@@ -92,15 +94,20 @@ class Metrics:
             self.reloads.labels(result)
         for code in ("invalid_body", "invalid_key", "no_route", "overloaded", "internal_error",
                      "storage_full", "storage_readonly", "storage_error"):
-            self.errors.labels(code)
+            self.errors[code] = 0
         r.register(_StateCollector(self))
         self.decisions_total = 0
         self.errors_total = 0
 
     def count_error(self, code):
         """Count one request answered with error ``code``."""
-        self.errors.labels(code).inc()
+        self.errors[code] = self.errors.get(code, 0) + 1
         self.errors_total += 1
+
+    def count_http(self, endpoint, status):
+        """Count one HTTP answer."""
+        key = (endpoint, status)
+        self.http_requests[key] = self.http_requests.get(key, 0) + 1
 
     def observe_request(self, seconds, keys, budget):
         """Record one routing request of ``keys`` decisions taking ``seconds``."""
@@ -136,6 +143,16 @@ class _StateCollector:
         # A plain int bumped by the handlers: prometheus-client's Counter takes a lock per inc().
         yield CounterMetricFamily("valkyrie_routing_requests", "Routing decisions made (keys resolved)",
                                   value=m.decisions_total)
+        yield CounterMetricFamily("valkyrie_routing_no_route", "Keys that resolved to no route", value=m.no_route_total)
+        errors = CounterMetricFamily("valkyrie_routing_errors", "Requests answered with an error, by code", labels=["code"])
+        for code, n in sorted(m.errors.items()):
+            errors.add_metric([code], n)
+        yield errors
+        http = CounterMetricFamily("valkyrie_http_requests", "HTTP requests by endpoint and status",
+                                   labels=["endpoint", "status"])
+        for (endpoint, status), n in sorted(m.http_requests.items()):
+            http.add_metric([endpoint, str(status)], n)
+        yield http
         state = m._state()
         if state is None:
             return

@@ -313,7 +313,7 @@ async def get_route(request):
     st.metrics.observe_request(time.perf_counter() - started, 1, st.budget)
     status, body = reply
     if status == 404:
-        st.metrics.no_route.inc()
+        st.metrics.no_route_total += 1
         st.metrics.count_error("no_route")
     return web.Response(body=body, status=status, content_type="application/json")
 
@@ -505,7 +505,7 @@ async def errors_and_limits(request, handler):
         response = _json(_error_body("internal_error", "internal error; see the server log"), status=500)
     finally:
         st.in_flight -= 1
-    st.metrics.http_requests.labels(endpoint, str(response.status)).inc()
+    st.metrics.count_http(endpoint, response.status)
     return response
 
 
