@@ -143,3 +143,24 @@ async def test_warmup_too_many_keys_and_cache_off(api):
     await patch(api, {"route_cache_size": 0})
     resp = await api.post("/admin/cache/warmup", json={"keys": ["1.2.3.4"]})
     assert resp.status == 409 and "route_cache_size" in (await resp.json())["error"]["message"]
+
+
+def test_cached_replies_hold_only_their_bytes():
+    """orjson's bytes keep their ~4KB write buffer; cached replies must not (50k entries held 200MB)."""
+    import tracemalloc
+
+    from valkyrie.cache import ENTRY_BYTES, RouteCache, encoded
+
+    cache = RouteCache(5000, 300.0)
+    cache.advance(1)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(5000):
+            key = f"10.{i // 256}.{i % 256}.1"
+            cache.put(key, 1, encoded(key, {"key": key, "next_hop": "edge-default", "match": "default", "epoch": 1}))
+        per_entry = (tracemalloc.get_traced_memory()[0] - before) / len(cache)
+    finally:
+        tracemalloc.stop()
+    assert len(cache) == 5000
+    assert per_entry < 2 * ENTRY_BYTES, f"{per_entry:.0f} bytes per cached reply"

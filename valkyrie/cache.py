@@ -22,7 +22,7 @@ from valkyrie.routes import RouteError, parse_key
 
 __all__ = ["RouteCache", "encoded", "warm"]
 
-# Rough bytes one cached answer holds (key, answer dict, OrderedDict links); bounds entries by max_cache_memory.
+# Rough bytes one cached reply holds (key, reply bytes, tuples, OrderedDict links); bounds entries by max_cache_memory.
 ENTRY_BYTES = 400
 
 
@@ -103,8 +103,14 @@ def encoded(key, answer):
     """The HTTP reply an answer becomes: ``(200, JSON)``, or ``(404, no_route error JSON)``."""
     if answer["match"] == "none":
         message = f"no route for key {key!r} (epoch {answer['epoch']})"
-        return 404, orjson.dumps({"error": {"code": "no_route", "message": message}})
-    return 200, orjson.dumps(answer)
+        return 404, _compact(orjson.dumps({"error": {"code": "no_route", "message": message}}))
+    return 200, _compact(orjson.dumps(answer))
+
+
+def _compact(body):
+    # orjson's bytes keep the whole ~4KB buffer they were written into (sys.getsizeof does not
+    # show it): 50,000 cached replies held 200MB of RSS. A copy holds only the reply.
+    return bytes(memoryview(body))
 
 
 def warm(cache, rcu, keys):
