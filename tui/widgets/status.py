@@ -53,17 +53,21 @@ class ConnectionBar(Widget):
             detail = f": {r.detail}" if r.detail else ""
             return Content.assemble(("◐ starting", "$text-warning bold"), f" {self.url} · server {r.status}{detail}")
         parts: list[str | tuple[str, str]] = [("● up", "$text-success bold"), f" {self.url}"]
+        # (fact, keep rank): on a narrow terminal the highest ranks go first so the line stays one line.
         facts = []
         if r.epoch is not None:
-            facts.append(f"epoch {r.epoch}")
+            facts.append((f"epoch {r.epoch}", 0))
         if r.routes is not None:
-            facts.append(f"{r.routes} routes")
+            facts.append((f"{r.routes} routes", 1))
         if r.nodes is not None:
-            facts.append(f"{r.nodes} nodes")
+            facts.append((f"{r.nodes} nodes", 3))
         if r.uptime_s is not None:
-            facts.append(f"up {fmt_age(r.uptime_s)}")
-        facts.append(f"at {fmt_clock(r.wall)}")
+            facts.append((f"up {fmt_age(r.uptime_s)}", 2))
+        facts.append((f"at {fmt_clock(r.wall)}", 4))
         if r.metrics_error:
-            facts.append(f"metrics: {r.metrics_error}")
-        parts.append((" · " + " · ".join(facts), "$text-muted"))
+            facts.append((f"metrics: {r.metrics_error}", 0))
+        room = self.size.width - 2 - len(f"● up {self.url}")
+        while len(facts) > 1 and sum(len(f) + 3 for f, _ in facts) > room:
+            facts.remove(max(facts, key=lambda fact: fact[1]))
+        parts.append((" · " + " · ".join(f for f, _ in facts), "$text-muted"))
         return Content.assemble(*parts)
