@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
 GENERATED = REPO / "bench" / "data" / "generated"
 VALKYRIE = REPO / ".venv" / "bin" / "valkyrie-routing"
 
@@ -106,17 +107,12 @@ def _rss_mib(pid):
 def pytricia_build_seconds():
     """Seconds for pytricia to load the real IPv4 and IPv6 prefixes (None without the table or pytricia)."""
     try:
-        import pytricia
+        from peer_pytricia import load
     except ImportError:
         return None
     t0 = time.perf_counter()
-    for name, bits in (("ipv4.csv", 32), ("ipv6.csv", 128)):
-        trie = pytricia.PyTricia(bits)
-        with open(GENERATED / name) as fh:
-            next(fh)
-            for line in fh:
-                prefix, hop = line.rstrip("\n").split(",", 1)
-                trie[prefix] = hop
+    load("ipv4.csv", 32)
+    load("ipv6.csv", 128)
     return time.perf_counter() - t0
 
 
