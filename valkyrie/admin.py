@@ -10,6 +10,7 @@ import orjson
 
 from valkyrie.cache import warm
 from valkyrie.config import ConfigError
+from valkyrie.http_errors import read_body
 from valkyrie.maintenance import force_reclaim, write_heap_profile
 from valkyrie.reload import reload_config
 from valkyrie.routes import RouteError
@@ -105,7 +106,10 @@ def add_admin_routes(app, state_key, json_response, api_error):
     async def patch_tuning(request):
         st = request.app[state_key]
         try:
-            body = orjson.loads(await request.read())
+            raw = await read_body(request, st.config)
+            if not raw:
+                raise api_error(400, "invalid_body", "request body is empty; send a JSON object of tunables")
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise api_error(400, "malformed_json", f"malformed JSON: {exc}") from None
         try:
@@ -120,7 +124,7 @@ def add_admin_routes(app, state_key, json_response, api_error):
         st = request.app[state_key]
         if not st.ready:
             raise api_error(503, "not_ready", "route tables are not loaded yet")
-        keys, source = _warmup_keys(await request.read(), st, api_error), "body"
+        keys, source = _warmup_keys(await read_body(request, st.config), st, api_error), "body"
         if keys is None:
             # No body: replay the recent single lookups, most recent last so they stay cached longest.
             keys, source = list(dict.fromkeys(st.recent)), "recent"

@@ -23,6 +23,7 @@ from aiohttp import web
 from valkyrie.admin import add_admin_routes, check_token, load_admin_token, requires_token
 from valkyrie.cache import RouteCache, encoded
 from valkyrie.config import Config
+from valkyrie.http_errors import ApiError, read_body
 from valkyrie.export import ViewCache, parse_query, stream_routes
 from valkyrie.logs import configure_logging
 from valkyrie.maintenance import set_memory_profiling, watch_memory
@@ -47,14 +48,6 @@ RECENT_KEYS = 4096
 
 _STATUS = {"batch_too_large": 413, "unknown_next_hop": 422, "route_not_found": 404, "unknown_table": 404,
            "storage_full": 507, "storage_readonly": 503, "storage_corrupt": 503, "storage_error": 503}
-
-
-class ApiError(Exception):
-    """An error answered to the client as JSON."""
-
-    def __init__(self, status, code, message):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 class ServerState:
@@ -205,7 +198,7 @@ def _error_body(code, message):
 
 
 async def _json_body(request):
-    raw = await request.read()
+    raw = await read_body(request, request.app[STATE].config)
     if not raw:
         raise ApiError(400, "invalid_body", "request body is empty; send a JSON object")
     try:
@@ -380,7 +373,7 @@ async def post_route_packed(request):
     """Bulk form: keys one per line in, next-hop ids one per line out (empty line: no route)."""
     st = request.app[STATE]
     _require_ready(st)
-    body = await request.read()
+    body = await read_body(request, st.config)
     started = time.perf_counter()
     data, offsets = _split_packed(body, st.max_keys)
     with st.rcu.read() as snap:
@@ -410,7 +403,7 @@ async def put_routes(request):
     """Add or replace nodes and routes in one all-or-nothing batch; answers after publish."""
     st = request.app[STATE]
     _require_ready(st)
-    raw = await request.read()
+    raw = await read_body(request, st.config)
     try:
         if len(raw) >= PARSE_IN_THREAD_BYTES:
             batch = await asyncio.get_running_loop().run_in_executor(st.parser, _parse_put_body, raw, st.max_keys)
@@ -476,7 +469,8 @@ async def errors_and_limits(request, handler):
     """JSON errors for everything, the in-flight limit, and per-endpoint request counts."""
     st = request.app[STATE]
     endpoint = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-    if st.in_flight >= st.config["routing.max_concurrent_requests"]:
+    # /health stays answerable when the pool is full, so an orchestrator never restarts a busy server.
+    if st.in_flight >= st.config["routing.max_concurrent_requests"] and request.path != "/health":
         st.exhausted += 1
         st.metrics.count_error("overloaded")
         return _json(_error_body("overloaded", "Connection pool exhausted: too many requests in flight"), status=503)
@@ -499,6 +493,11 @@ async def errors_and_limits(request, handler):
         response = _json(_error_body(code, message), status=exc.status)
         if exc.status == 405:
             response.headers["Allow"] = exc.headers.get("Allow", "")
+    except ConnectionResetError:
+        # The client hung up mid-request: nothing to answer and not the server's fault (not a 5xx).
+        log.debug("client closed the connection during %s %s", request.method, request.path)
+        st.metrics.count_error("client_closed")
+        response = _json(_error_body("client_closed", "the client closed the connection"), status=400)
     except Exception:
         log.exception("ERROR handling %s %s", request.method, request.path)
         st.metrics.count_error("internal_error")
