@@ -190,6 +190,12 @@ async def test_metrics_use_the_guides_names(api, metrics_client):
     for name in ("valkyrie_fit_collisions_total", "valkyrie_fit_operations_total"):
         lines = [line for line in text.splitlines() if name in line and not line.startswith("#")]
         assert len(lines) == 1
+    # What the guide's snippets are after, as series of their own: the collision rate, a request rate
+    # (`grep rate | grep valkyrie_routing_requests`) and the active pool.
+    samples = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    assert 0.0 <= samples["valkyrie_fit_collision_rate"] <= 1.0
+    assert [line for line in text.splitlines() if "rate" in line and "valkyrie_routing_requests" in line]
+    assert samples["valkyrie_connection_pool_active"] >= 0
 
 
 async def test_metrics_port_serves_only_metrics(api, metrics_client):

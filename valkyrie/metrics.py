@@ -87,7 +87,6 @@ class Metrics:
         self.grace = Histogram("valkyrie_rcu_grace_period_seconds", "Time from retiring a snapshot to reclaiming it",
                                buckets=(1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 5), registry=r)
         self.compile_seconds = Gauge("valkyrie_kernel_compile_seconds", "Time to compile or load every kernel at start-up", registry=r)
-        self.in_flight = Gauge("valkyrie_connection_pool_active", "Requests being handled now", registry=r)
         # Series exist from the first scrape (a counter nobody incremented yet is 0, not absent),
         # so rate() and the guide's greps work on a quiet server.
         for result in ("ok", "error"):
@@ -97,6 +96,7 @@ class Metrics:
             self.errors[code] = 0
         r.register(_StateCollector(self))
         self.decisions_total = 0
+        self.decision_rate = 0.0  # decisions/s over the last rotation window (set by the server's rotate loop)
         self.errors_total = 0
 
     def count_error(self, code):
@@ -143,6 +143,8 @@ class _StateCollector:
         # A plain int bumped by the handlers: prometheus-client's Counter takes a lock per inc().
         yield CounterMetricFamily("valkyrie_routing_requests", "Routing decisions made (keys resolved)",
                                   value=m.decisions_total)
+        yield GaugeMetricFamily("valkyrie_routing_requests_rate", "Routing decisions per second over the last 10s",
+                                value=m.decision_rate)
         yield CounterMetricFamily("valkyrie_routing_no_route", "Keys that resolved to no route", value=m.no_route_total)
         errors = CounterMetricFamily("valkyrie_routing_errors", "Requests answered with an error, by code", labels=["code"])
         for code, n in sorted(m.errors.items()):
@@ -173,6 +175,9 @@ def _flat_series(state):
     one = lambda v: [({}, float(v))]  # noqa: E731
     yield "valkyrie_fit_collisions", "FIT lookups made dearer by other keys (probe left the home 64-tag line, or read a same-fingerprint key)", one(fit["collisions"]), "counter"
     yield "valkyrie_fit_operations", "FIT lookups performed", one(fit["operations"]), "counter"
+    # What the guide's grep | awk | bc recipe computes, as one number (its greps also catch # HELP lines).
+    yield "valkyrie_fit_collision_rate", "valkyrie_fit_collisions_total / valkyrie_fit_operations_total since start", \
+        one(fit["collisions"] / fit["operations"] if fit["operations"] else 0.0), "gauge"
     yield "valkyrie_fit_load_factor", "FIT entries / capacity in the live snapshot", one(fit["load"]), "gauge"
     yield "valkyrie_fit_target_load_factor", "Configured fit_load_factor", one(fit["load_factor"]), "gauge"
     yield "valkyrie_fit_capacity", "FIT slots in the live snapshot", one(fit["capacity"]), "gauge"
@@ -203,6 +208,7 @@ def _flat_series(state):
     yield "valkyrie_cache_capacity", "Route cache capacity in entries (route_cache_size, bounded by max_cache_memory)", one(cache["size"]), "gauge"
     yield "valkyrie_update_queue_depth", "Update batches waiting for the writer", one(state["queue_depth"]), "gauge"
     pool = state["pool"]
+    yield "valkyrie_connection_pool_active", "Requests being handled now", one(pool["active"]), "gauge"
     yield "valkyrie_connection_pool_size", "Configured connection_pool_size", one(pool["size"]), "gauge"
     yield "valkyrie_connection_pool_utilization", "Active requests / connection_pool_size", one(pool["utilization"]), "gauge"
     yield "valkyrie_connection_pool_exhausted", "Requests refused because the pool was full", one(pool["exhausted"]), "counter"

@@ -171,7 +171,8 @@ class ServerState:
             "table_bytes": snap.nbytes(),
             "queue_depth": self.publisher.queue_depth,
             "cache": self.cache.stats(),
-            "pool": {"size": pool_size, "utilization": self.in_flight / pool_size, "exhausted": self.exhausted},
+            "pool": {"size": pool_size, "active": self.in_flight, "utilization": self.in_flight / pool_size,
+                     "exhausted": self.exhausted},
             "ready": 1.0,
         }
 
@@ -570,9 +571,13 @@ async def _reclaim_loop(st):
 
 
 async def _rotate_loop(st, every=10.0):
+    last, last_t = st.metrics.decisions_total, time.monotonic()
     while True:
         await asyncio.sleep(every)
         st.metrics.latency.rotate()
+        now = time.monotonic()
+        st.metrics.decision_rate = (st.metrics.decisions_total - last) / (now - last_t)
+        last, last_t = st.metrics.decisions_total, now
 
 
 async def _performance_log_loop(st):
