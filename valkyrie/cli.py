@@ -19,16 +19,14 @@ def _parser():
                     "served from Numba kernels over RCU snapshots.",
         epilog="With no command, runs the server headless on --config (default: the embedded config/default.toml).",
     )
-    p.add_argument("--config", metavar="FILE", help=f"TOML config to run with (default {DEFAULT_CONFIG_PATH})")
+    _server_options(p)
     p.add_argument("--validate-config", metavar="FILE", help="check FILE and exit: 0 when valid, 2 listing every problem")
     p.add_argument("--check-conflicts", metavar="FILE",
                    help="check FILE for clashing settings (ports, memory, CPUs, threads, pool sizes) and ports in use; 0 or 2")
-    p.add_argument("--host", help="override [server] host")
-    p.add_argument("--port", type=int, help="override [server] port (0 picks a free port)")
-    p.add_argument("--metrics-port", type=int, help="override [observability.metrics] port (0 picks a free port)")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override [logging] level")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("serve", help="run the server (the default)")
+    # Same options after "serve" too; SUPPRESS keeps the subparser from resetting ones given before it.
+    _server_options(sub.add_parser("serve", help="run the server (the default)",
+                                   description="Run the server headless until SIGTERM/SIGINT."), default=argparse.SUPPRESS)
     _add_lookup(sub)
     from tui.cli import add_parser as add_console
     from valkyrie.diagnose import add_parser as add_diagnose
@@ -40,11 +38,22 @@ def _parser():
     return p
 
 
+def _server_options(p, default=None):
+    p.add_argument("--config", metavar="FILE", default=default,
+                   help=f"TOML config to run with (default {DEFAULT_CONFIG_PATH})")
+    p.add_argument("--host", default=default, help="override [server] host")
+    p.add_argument("--port", type=int, default=default, help="override [server] port (0 picks a free port)")
+    p.add_argument("--metrics-port", type=int, default=default,
+                   help="override [observability.metrics] port (0 picks a free port)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=default,
+                   help="override [logging] level")
+
+
 def _add_lookup(sub):
     p = sub.add_parser("lookup", help="resolve keys on a running server and print each next hop",
                        description="Resolve KEYs (addresses, names, exact keys) with POST /v1/route on a running server.",
                        epilog="Exit status: 0 every key routed, 1 some key has no route, 2 bad input or no server.")
-    p.add_argument("keys", nargs="+", metavar="KEY")
+    p.add_argument("keys", nargs="+", metavar="KEY", help="an address (198.51.100.7, 2001:db8::1), a name or an exact key")
     p.add_argument("--url", default="http://127.0.0.1:8080", help="server API URL (default %(default)s)")
     p.add_argument("--table", help="route table to resolve in (default: the server's)")
     p.add_argument("--json", action="store_true", help="print the server's JSON answer")
@@ -69,7 +78,7 @@ def _lookup(args):
         answer = None
     if status != 200 or not isinstance(answer, dict):
         error = answer.get("error", {}) if isinstance(answer, dict) else {}
-        print(f"Error: HTTP {status} {error.get('code', '')}: {error.get('message', raw[:200])}", file=sys.stderr)
+        print(f"Error: HTTP {status} {error.get('code', '')}: {error.get('message', raw[:200].decode('utf-8', errors='replace'))}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
         print(json.dumps(answer, indent=2))

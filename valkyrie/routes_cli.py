@@ -251,7 +251,10 @@ def _dump(args):
             sys.stdout.buffer.flush()
             return EXIT_OK
         target = Path(args.output)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+        except OSError as exc:
+            raise CliError(f"cannot write {target}: {exc.strerror}") from None
         try:
             with os.fdopen(fd, "wb") as out:
                 size = _copy(resp, out)
