@@ -40,11 +40,16 @@ class ServedServer:
 
     def command(self) -> list[str]:
         """The child's command line."""
-        cmd = [sys.executable, "-m", "valkyrie.cli", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
-               # The start-up line we read is logged at info.
-               "--log-level", "info"]
+        # The console script, when installed, so the child is what `pgrep -f valkyrie-routing` finds.
+        script = Path(sys.executable).with_name("valkyrie-routing")
+        cmd = [str(script)] if script.exists() else [sys.executable, "-m", "valkyrie.cli"]
+        # The start-up line we read is logged at info.
+        cmd += ["--port", str(self.port), "--metrics-port", str(self.metrics_port), "--log-level", "info"]
         if self.config:
             cmd += ["--config", self.config]
+        else:
+            # A throwaway server: API changes made through it must not land in the default config's store.
+            cmd += ["--store", ""]
         return cmd + list(self.extra_args)
 
     def start(self, timeout: float = 60.0) -> ServedServer:

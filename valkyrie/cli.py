@@ -47,6 +47,8 @@ def _server_options(p, default=None):
                    help="override [observability.metrics] port (0 picks a free port)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=default,
                    help="override [logging] level")
+    p.add_argument("--store", metavar="PATH", default=default,
+                   help='override [routing] store_path, where API route changes are kept ("" keeps them in memory only)')
 
 
 def _add_lookup(sub):
@@ -105,6 +107,8 @@ def _overrides(args):
         out["observability.metrics.port"] = args.metrics_port
     if args.log_level is not None:
         out["logging.level"] = args.log_level
+    if getattr(args, "store", None) is not None:
+        out["routing.store_path"] = args.store
     return out
 
 
