@@ -327,3 +327,15 @@ def test_command_line_port_is_validated_like_the_file(tmp_path):
     proc = cli("--config", str(path), "--port", "9099")
     assert proc.returncode == 2
     assert "Port conflict between HTTP and metrics endpoint" in proc.stderr
+
+
+def test_the_guides_appended_top_level_keys_are_read_from_the_last_table(tmp_path, caplog):
+    """`echo 'cpu_cores = [...]' >> production.toml` puts the key under the file's last table."""
+    path = tmp_path / "production.toml"
+    path.write_text((REPO / "config" / "production.toml").read_text()
+                    + "cpu_cores = [0, 1]\n" + "enable_jemalloc = true\n")
+    cfg = load_config(path)
+    assert cfg["cpu_cores"] == [0, 1] and cfg["enable_jemalloc"] is True
+    assert "read as the top-level key and overrides the value set above" in caplog.text
+    path.write_text("[logging]\nlevel = \"info\"\ncpu_cores = [0]\n")
+    assert load_config(path)["cpu_cores"] == [0]

@@ -6,12 +6,15 @@ collected and reported at once in a ``ConfigError``.
 """
 
 import difflib
+import logging
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from valkyrie.system import memory_limit
 from valkyrie.units import format_duration, parse_duration, parse_size
+
+log = logging.getLogger("valkyrie.config")
 
 __all__ = ["Config", "ConfigError", "Field", "SCHEMA", "load_config", "parse_config", "validate_updates",
            "DEFAULT_CONFIG_PATH"]
@@ -237,6 +240,13 @@ def _walk(table, section, problems, out, base_dir, raw):
             problems.append(f"[{dotted}] must be a table of keys, got {key} = {value!r}")
             continue
         fields = SCHEMA.get(section, {})
+        if key not in fields and section and key in SCHEMA[""] and not isinstance(value, dict):
+            # The guide's `echo 'cpu_cores = [...]' >> production.toml` lands in the file's last table;
+            # being the later line, it wins over a top-level value, as the guide means it to.
+            again = " and overrides the value set above" if key in raw else ""
+            log.warning("WARN config: %s found under [%s] is read as the top-level key%s (a line appended "
+                        "to the file lands in its last table; move it above the first [section])", key, section, again)
+            section, fields, dotted = "", SCHEMA[""], key
         if key not in fields:
             prefix = section + "." if section else ""
             candidates = list(fields) + [s[len(prefix):].split(".")[0] for s in SCHEMA if s and s.startswith(prefix)]
