@@ -249,3 +249,31 @@ async def test_serving_compiles_nothing_after_warm_up(api):
     assert resp.status == 200
     await api.post("/v1/route", json={"keys": ["192.0.2.1", "job-7"]})
     assert set(resolve.signatures) == warmed
+
+
+@pytest.mark.parametrize("method, path, body, status, code", [
+    ("POST", "/v1/route/packed?table=nope", b"198.51.100.7", 404, "unknown_table"),
+    ("POST", "/v1/route/packed?foo=bar", b"198.51.100.7", 400, "invalid_query"),
+    ("GET", "/v1/route/job-42?x=1", None, 400, "invalid_query"),
+    ("POST", "/v1/route?tabel=default", b'{"keys": ["job-42"]}', 400, "invalid_query"),
+    ("POST", "/v1/route", b'{"keys": ["job-42"], "table": 5}', 400, "invalid_body"),
+    ("GET", "/v1/routes?prefix=%ff", None, 400, "invalid_query"),
+    ("GET", "/v1/route/job-42?table=%ff", None, 400, "invalid_query"),
+])
+async def test_query_strings_are_checked_like_bodies(api, method, path, body, status, code):
+    resp = await api.request(method, path, data=body)
+    assert resp.status == status and (await resp.json())["error"]["code"] == code
+
+
+async def test_lookups_accept_their_table_by_name(api):
+    assert (await api.get("/v1/route/job-42?table=default")).status == 200
+    resp = await api.post("/v1/route/packed?table=default", data=b"job-42")
+    assert resp.status == 200 and (await resp.read()) == b"node-a"
+
+
+async def test_a_node_declared_twice_in_one_batch_is_refused(api):
+    resp = await api.put("/v1/routes", json={"nodes": [{"id": "n2", "address": "127.0.0.1:1"},
+                                                       {"id": "n2", "address": "127.0.0.1:2"}]})
+    body = await resp.json()
+    assert resp.status == 400 and body["error"]["code"] == "invalid_body"
+    assert "nodes[1]" in body["error"]["message"] and "declared twice" in body["error"]["message"]

@@ -233,7 +233,28 @@ def _require_ready(st):
         raise ApiError(503, "not_ready", f"route tables are not loaded yet{detail}")
 
 
+def _check_query_text(request):
+    # aiohttp replaces undecodable bytes with U+FFFD; a query that is not UTF-8 is refused instead.
+    try:
+        unquote_to_bytes(request.rel_url.raw_query_string).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_query", f"query string is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x})") from None
+
+
+def _lookup_query(st, request):
+    """A lookup's query string: only ``table`` (checked), anything else is a 400 naming it."""
+    if not request.query_string:
+        return
+    _check_query_text(request)
+    unknown = sorted(set(request.query) - {"table"})
+    if unknown:
+        raise ApiError(400, "invalid_query", f"unknown query parameter(s) {', '.join(unknown)}; lookups take only 'table'")
+    _check_table(st, request.query.get("table"))
+
+
 def _check_table(st, table):
+    if table is not None and not isinstance(table, str):
+        raise ApiError(400, "invalid_body", f"'table' must be a string, got {type(table).__name__}")
     if table is not None and table != st.default_table:
         raise ApiError(404, "unknown_table", f"no route table named {table!r}; this server has {st.default_table!r}")
 
@@ -287,7 +308,7 @@ async def get_route(request):
     started = time.perf_counter()
     st = request.app[STATE]
     _require_ready(st)
-    _check_table(st, request.query.get("table"))
+    _lookup_query(st, request)
     try:
         key = _path_key(request)
         # A hit is a reply of the live snapshot; only valid keys were ever cached.
@@ -316,6 +337,7 @@ async def post_route(request):
     """Resolve a batch: ``{"keys": [...], "table": "default"}``."""
     st = request.app[STATE]
     _require_ready(st)
+    _lookup_query(st, request)
     body = await _json_body(request)
     started = time.perf_counter()
     if not isinstance(body, dict):
@@ -374,6 +396,7 @@ async def post_route_packed(request):
     """Bulk form: keys one per line in, next-hop ids one per line out (empty line: no route)."""
     st = request.app[STATE]
     _require_ready(st)
+    _lookup_query(st, request)
     body = await read_body(request, st.config)
     started = time.perf_counter()
     data, offsets = _split_packed(body, st.max_keys)
@@ -421,6 +444,7 @@ async def list_routes(request):
     """Export routes (see ``valkyrie.export``): ``?prefix=`` filter, ``?limit=`` and ``?cursor=`` pages, JSON or CSV."""
     st = request.app[STATE]
     _require_ready(st)
+    _check_query_text(request)
     _check_table(st, request.query.get("table"))
     try:
         query = parse_query(request.query, request.headers.get("Accept"))

@@ -56,6 +56,11 @@ def parse_put(body, limit):
     if unknown:
         raise RouteError(f"unknown field(s) {', '.join(sorted(unknown))}; expected nodes, routes, default_route", "invalid_body")
     nodes = [parse_node(o, f"nodes[{i}]") for i, o in enumerate(_entries(body, "nodes", limit))]
+    first = {}
+    for i, node in enumerate(nodes):
+        if first.setdefault(node.id, i) != i:
+            raise RouteError(f"nodes[{i}]: id {node.id!r} is declared twice in one batch (also nodes[{first[node.id]}])",
+                             "invalid_body")
     puts = _parse_routes(_entries(body, "routes", limit))
     default = body.get("default_route")
     if default is not None and (not isinstance(default, str) or not default):
