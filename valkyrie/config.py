@@ -17,7 +17,7 @@ from valkyrie.units import format_duration, parse_duration, parse_size
 log = logging.getLogger("valkyrie.config")
 
 __all__ = ["Config", "ConfigError", "Field", "SCHEMA", "load_config", "parse_config", "validate_updates",
-           "DEFAULT_CONFIG_PATH"]
+           "display_value", "DEFAULT_CONFIG_PATH"]
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "default.toml"
 
@@ -355,3 +355,10 @@ def load_config(path=None):
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"TOML syntax: {exc}"], path) from None
     return parse_config(data, source=path, base_dir=path.resolve().parent)
+
+
+def display_value(dotted, value):
+    """A value as the file would write it: durations as ``"5ms"``, everything else as is."""
+    section, _, key = dotted.rpartition(".")
+    field = SCHEMA.get(section, {}).get(key)
+    return format_duration(value) if field is not None and field.kind == "duration" else value

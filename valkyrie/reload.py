@@ -11,7 +11,7 @@ import os
 import time
 from contextlib import suppress
 
-from valkyrie.config import ConfigError, load_config
+from valkyrie.config import ConfigError, display_value, load_config
 from valkyrie.inotify import DirectoryWatch
 
 __all__ = ["LIVE_KEYS", "reload_config", "watch_config_file"]
@@ -68,7 +68,8 @@ async def _reload(state, trigger):
     dropped = [k for k in state.overrides if k in changed]
     kept = [k for k in state.overrides if k not in changed]
     live = [k for k in changed if k in LIVE_KEYS]
-    restart = [k for k in changed if k not in LIVE_KEYS]
+    # Against what runs, not the previous file: an edit put back to the running value needs no restart.
+    restart = [k for k in changed if k not in LIVE_KEYS and new[k] != state.config[k]]
     try:
         await state.apply_live({k: new[k] for k in live}, source=f"hot.reload ({trigger})")
     except ValueError as exc:
@@ -80,9 +81,10 @@ async def _reload(state, trigger):
                   overrides_dropped=dropped, overrides_kept=kept,
                   epoch=state.rcu.current.epoch if state.rcu.ready else 0)
     if restart:
-        log.warning("WARN hot.reload of %s: %s changed but only take effect after a restart", source, ", ".join(restart))
+        log.warning("WARN hot.reload of %s: %s changed; restart the server to apply %s", source, ", ".join(restart),
+                    "it" if len(restart) == 1 else "them")
     log.info("hot.reload of %s (%s): validation passed, applied %s", source, trigger,
-             ", ".join(f"{k}={new[k]}" for k in live) or "nothing (no live key changed)")
+             ", ".join(f"{k}={display_value(k, new[k])}" for k in live) or "nothing (no live key changed)")
     return _finish(state, result)
 
 

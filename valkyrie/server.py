@@ -22,7 +22,7 @@ from aiohttp import web
 
 from valkyrie.admin import add_admin_routes, check_token, load_admin_token, requires_token
 from valkyrie.cache import RouteCache, encoded
-from valkyrie.config import Config
+from valkyrie.config import Config, display_value
 from valkyrie.http_errors import ApiError, read_body
 from valkyrie.export import ViewCache, parse_query, stream_routes
 from valkyrie.logs import configure_logging
@@ -134,7 +134,7 @@ class ServerState:
         self.max_keys = cfg["server.max_batch_keys"]
         set_memory_profiling(cfg["performance.memory.enable_memory_profiling"])
         self.config = cfg
-        log.info("applied live (%s): %s", source, ", ".join(f"{k}={v}" for k, v in sorted(values.items())))
+        log.info("applied live (%s): %s", source, ", ".join(f"{k}={display_value(k, v)}" for k, v in sorted(values.items())))
 
     def on_publish(self, snap):
         """Carry FIT counters across snapshots so the exported counters never go backwards."""

@@ -5,8 +5,7 @@ live (a FIT change is a rebuilt table published as a new snapshot);
 ``PATCH {"fit_load_factor": null}`` reverts a key to the file's value.
 """
 
-from valkyrie.config import ConfigError, SCHEMA, validate_updates
-from valkyrie.units import format_duration
+from valkyrie.config import SCHEMA, ConfigError, display_value, validate_updates
 
 __all__ = ["TUNABLE", "NotReady", "tuning_view", "apply_tuning"]
 
@@ -26,19 +25,14 @@ class NotReady(RuntimeError):
     """Tuning asked for before the first snapshot is live."""
 
 
-def _display(dotted, value):
-    section, _, key = dotted.rpartition(".")
-    return format_duration(value) if SCHEMA[section][key].kind == "duration" else value
-
-
 def tuning_view(state):
     """Every tunable value, where it comes from, and the file's value."""
     out = {}
     for name, dotted in TUNABLE.items():
         out[name] = {
-            "value": _display(dotted, state.config[dotted]),
+            "value": display_value(dotted, state.config[dotted]),
             "source": "live" if dotted in state.overrides else "file",
-            "file_value": _display(dotted, state.file_config[dotted]),
+            "file_value": display_value(dotted, state.file_config[dotted]),
         }
     return out
 
