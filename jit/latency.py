@@ -38,11 +38,12 @@ def record(counts, value, base, sub):
 
 
 @kernel
-def record_in(total, windows, window, value, base, sub):
-    """Add one observation to ``total`` and to row ``window`` of ``windows`` (one call on the hot path)."""
+def record_in(total, windows, sums, window, value, base, sub):
+    """Add one observation to ``total``, to row ``window`` of ``windows`` and to ``sums[window]`` (one call on the hot path)."""
     b = bucket_of(value, base, sub, total.shape[0])
     total[b] += 1
     windows[window, b] += 1
+    sums[window] += value
 
 
 @kernel

@@ -46,7 +46,7 @@ def servers(tmp_path_factory):
         packed.stop()
 
 
-def test_healthy_server_has_every_check_ok(servers, capsys):
+def test_healthy_server_exits_0_with_every_check_ok(servers, capsys):
     srv = servers["healthy"]
     # Light real traffic, so latency, errors and FIT are judged on lookups rather than on silence.
     for _ in range(20):
@@ -55,16 +55,11 @@ def test_healthy_server_has_every_check_ok(servers, capsys):
     code, report = run_diagnose(capsys, "--url", srv.url, "--metrics-url", srv.metrics_url,
                                 "--config", str(servers["healthy_config"]))
     got = findings(report)
-    # Latency is the one signal a loaded test machine can push over 82us by itself: judge the
-    # verdict's logic on it (status follows the measured value), not the machine's speed.
+    # Twenty requests are too few for a P99 verdict: reported, not judged.
     p99 = got["latency.p99"]
-    assert p99["status"] == ("ok" if p99["value"] <= 82e-6 else "fail"), p99
-    bad = [f for f in report["findings"] if f["status"] != "ok" and f["check"] != "latency.p99"]
-    assert not bad, bad
-    if p99["status"] == "ok":
-        assert code == 0 and report["verdict"] == "healthy"
-    else:
-        assert code == 1 and report["verdict"] == "degraded"
+    assert p99["status"] == "ok" and "too few requests to judge" in p99["summary"], p99
+    bad = [f for f in report["findings"] if f["status"] != "ok"]
+    assert code == 0 and report["verdict"] == "healthy", bad
     for check in ("health", "metrics", "latency.p99", "throughput", "errors", "fit.collision_rate", "fit.load_factor",
                   "cra.fragmentation", "rcu.grace_period", "rcu.pending_snapshots", "rcu.oldest_reader", "memory.rss",
                   "config.valid", "config.conflicts"):
@@ -164,3 +159,13 @@ def test_throughput_is_not_judged_when_idle_or_lightly_loaded():
     assert (idle.status, light.status, saturated.status, fast.status) == ("ok", "ok", "fail", "ok")
     assert "idle" in idle.summary and "demand met" in light.summary
     assert "connection_pool_size = 2000" in saturated.config
+
+
+@pytest.mark.parametrize("count, p99, status", [(20, 500e-6, "ok"), (5000, 500e-6, "fail"), (5000, 40e-6, "ok")])
+def test_p99_is_judged_only_on_enough_requests(count, p99, status):
+    text = ("# TYPE valkyrie_routing_request_duration_window_seconds summary\n"
+            f'valkyrie_routing_request_duration_window_seconds{{quantile="0.99"}} {p99}\n'
+            f"valkyrie_routing_request_duration_window_seconds_count {count}\n"
+            f"valkyrie_routing_request_duration_window_seconds_sum {count * p99 / 2}\n")
+    finding = diagnose._check_p99(diagnose.Scrape(text, 0.0), diagnose.Scrape(text, 1.0), None)
+    assert finding.status == status, finding

@@ -63,10 +63,13 @@ def test_quantile_of_empty_histogram_is_nan():
 def test_record_in_fills_total_and_one_window_like_the_reference(observations):
     total = np.zeros(218, np.int64)
     windows = np.zeros((6, 218), np.int64)
-    want_total, want_windows = np.zeros_like(total), np.zeros_like(windows)
+    sums = np.zeros(6)
+    want_total, want_windows, want_sums = np.zeros_like(total), np.zeros_like(windows), [0.0] * 6
     for value, w in observations:
-        latency.record_in(total, windows, w, value, 1e-7, 8)
+        latency.record_in(total, windows, sums, w, value, 1e-7, 8)
         b = naive_latency.bucket_of(value, 1e-7, 8, 218)
         want_total[b] += 1
         want_windows[w, b] += 1
+        want_sums[w] += value
     assert (total == want_total).all() and (windows == want_windows).all()
+    assert np.allclose(sums, want_sums)

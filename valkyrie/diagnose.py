@@ -39,6 +39,8 @@ MEMORY_GROWTH_LIMIT_BYTES = 32 * 2**20  # growth across the interval...
 MEMORY_GROWTH_LIMIT_SHARE = 0.10  # ...and as a share of RSS: both must be exceeded
 # Throughput is only judged when demand outruns the server: requests pile up in flight or are refused.
 LOAD_UTILIZATION = 0.5
+# Requests the last minute must hold before its P99 is judged (as the server's own budget warning).
+MIN_P99_REQUESTS = 100
 # Interval collision rates below this many lookups are noise; fall back to the cumulative ratio.
 MIN_INTERVAL_OPERATIONS = 1000
 
@@ -200,6 +202,11 @@ def _check_p99(s1, s2, budget):
     extra = f"; histogram_quantile over the interval {_us(hq)}" if hq == hq else ""
     if not window_count:
         return Finding("latency.p99", OK, None, threshold, "idle: no routing requests in the last minute")
+    if window_count < MIN_P99_REQUESTS:
+        # The P99 of a few requests is their slowest one (often the first after start-up).
+        return Finding("latency.p99", OK, p99, threshold,
+                       f"too few requests to judge: {window_count:.0f} in the last minute (needs {MIN_P99_REQUESTS}); "
+                       f"P99 {_us(p99)}{extra}")
     remedy = ("Pin the process to dedicated cores, enable jemalloc, and check the lock-free structures "
               "(FIT collisions, CRA fragmentation, RCU grace period) below.")
     config = "cpu_cores = [0, 1] (top level) / enable_jemalloc = true; [performance] performance_budget = \"75us\""

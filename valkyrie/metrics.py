@@ -32,19 +32,21 @@ class LatencyRecorder:
     def __init__(self, *, windows=6):
         self.total = np.zeros(NBUCKETS, dtype=np.int64)
         self.ring = np.zeros((windows, NBUCKETS), dtype=np.int64)
+        self.ring_sums = np.zeros(windows, dtype=np.float64)
         self.cur = 0
         self.sum_seconds = 0.0
         self._lock = threading.Lock()
 
     def observe(self, seconds):
         """Record one duration."""
-        record_in(self.total, self.ring, self.cur, seconds, BASE_SECONDS, SUB)
+        record_in(self.total, self.ring, self.ring_sums, self.cur, seconds, BASE_SECONDS, SUB)
         self.sum_seconds += seconds
 
     def rotate(self):
         """Start a new window, dropping the oldest (call every window length)."""
         nxt = (self.cur + 1) % self.ring.shape[0]
         self.ring[nxt] = 0
+        self.ring_sums[nxt] = 0.0
         self.cur = nxt
 
     def quantiles(self, qs=QUANTILES):
@@ -135,7 +137,7 @@ class _StateCollector:
                                     buckets=[(_le(le), c) for le, c in buckets], sum_value=lat.sum_seconds)
         summary = SummaryMetricFamily("valkyrie_routing_request_duration_window_seconds",
                                       "Live quantiles of request routing time over the last minute",
-                                      count_value=lat.window_count(), sum_value=0.0)
+                                      count_value=lat.window_count(), sum_value=float(lat.ring_sums.sum()))
         for q, v in lat.quantiles().items():
             summary.add_sample("valkyrie_routing_request_duration_window_seconds", {"quantile": str(q)},
                                0.0 if v != v else float(v))
