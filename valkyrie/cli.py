@@ -130,7 +130,10 @@ def _check(path):
     except ConfigError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    problems = check_conflicts(config)
+    notes = []
+    problems = check_conflicts(config, notes=notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if problems:
         print(f"Error: {len(problems)} conflict(s) in {path}:", file=sys.stderr)
         for p in problems:

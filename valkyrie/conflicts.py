@@ -27,8 +27,25 @@ def _bind_problem(host, port):
     return None
 
 
-def check_conflicts(config, *, probe_ports=True):
-    """Every conflict in ``config`` as a message (empty when there is none)."""
+def _valkyrie_answers(host, port, path):
+    """Whether a Valkyrie server answers on ``host:port`` (``path``: /health, or the metrics path)."""
+    from valkyrie.http_client import Http, ServerUnreachable
+
+    host = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("", "0.0.0.0") else host)
+    try:
+        status, body = Http(timeout=1.0).get(f"http://{host}:{port}{path}")
+    except ServerUnreachable:
+        return False
+    return status in (200, 503) and (b'"status"' in body and b'"epoch"' in body or b"valkyrie_" in body
+                                     or b'"starting"' in body)
+
+
+def check_conflicts(config, *, probe_ports=True, notes=None):
+    """Every conflict in ``config`` as a message (empty when there is none).
+
+    A port held by a Valkyrie server (this config's own, most likely) is not a conflict: it is
+    added to ``notes`` when a list is given.
+    """
     problems = []
     http, metrics = config["server.port"], config["observability.metrics.port"]
     if config["observability.metrics.enable"] and http == metrics and http != 0:
@@ -53,6 +70,13 @@ def check_conflicts(config, *, probe_ports=True):
     if probe_ports:
         for what, host, port in (("HTTP", config["server.host"], http), ("metrics", config["observability.metrics.host"], metrics)):
             if config["observability.metrics.enable"] or what == "HTTP":
-                if (problem := _bind_problem(host, port)) is not None:
-                    problems.append(f"{what} port {host}:{port} {problem}")
+                if (problem := _bind_problem(host, port)) is None:
+                    continue
+                path = "/health" if what == "HTTP" else config["observability.metrics.path"]
+                if problem.startswith("is already in use") and _valkyrie_answers(host, port, path):
+                    if notes is not None:
+                        notes.append(f"{what} port {host}:{port} is served by a running Valkyrie server "
+                                     "(not a conflict if it runs this config)")
+                    continue
+                problems.append(f"{what} port {host}:{port} {problem}")
     return problems
