@@ -261,6 +261,10 @@ def _dump(args):
                 out.flush()
                 os.fsync(out.fileno())
             count = _count_routes(tmp, args.format, url)
+            # mkstemp makes the file 0600; a dump is an ordinary file, readable as the umask allows.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
             os.replace(tmp, target)
         except BaseException:
             os.unlink(tmp)
