@@ -27,6 +27,7 @@ def write_config(path: Path, *, pending: int = 5000, extra: str = "") -> Path:
     """A loopback config on the example table with its own route store next to it."""
     path.write_text(f'[server]\nhost = "127.0.0.1"\n\n[routing]\nstore_path = "{path.parent / "routes.db"}"\n'
                     f'route_files = ["{EXAMPLE_ROUTES}"]\n\n[routing.lockfree]\nrcu_max_pending_updates = {pending}\n\n'
+                    f'[performance.memory]\nheap_profile_path = "{path.parent / "heap.txt"}"\n\n'
                     f'[logging]\nlevel = "info"\n{extra}')
     return path
 
