@@ -81,6 +81,8 @@ class Figures(Widget):
     def render(self) -> Content:
         reading = self.panel.reading
         if reading is None:
+            if self.panel.stale:
+                return Content.styled("no data: the server has not answered yet", "$text-disabled")
             return Content.styled("waiting for the first poll…", "$text-muted")
         return Content("\n").join(render_items(line, self.panel.stale) for line in self.panel.lines(reading))
 
