@@ -30,13 +30,18 @@ class LatencyPanel(Panel):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.history: deque[float | None] = deque(maxlen=HISTORY)
+        self._last_total: float | None = None
 
     def compose_extra(self) -> ComposeResult:
         yield LatencyGraph()
 
     def record(self, reading: Reading) -> None:
-        """Add one poll's P99 to the history (called once per successful poll)."""
-        self.history.append(reading.latency_us.get("0.99"))
+        """Add one poll's P99 to the history (called once per successful poll); a gap when nothing was routed."""
+        total, last = reading.requests_total, self._last_total
+        self._last_total = total
+        # The figure covers the last minute: repeating it while idle would draw traffic that is not there.
+        idle = total is not None and last is not None and total == last
+        self.history.append(None if idle else reading.latency_us.get("0.99"))
 
     def lines(self, r: Reading) -> list[list[Item]]:
         q = r.latency_us
