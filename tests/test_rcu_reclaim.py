@@ -9,20 +9,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from tests.conftest import make_config, wait_ready
 from tests.test_live_tuning import metric, patch, scrape
+from tests.test_rcu_domain import Gen
 from valkyrie.rcu import RcuDomain
 from valkyrie.server import STATE, create_app
-
-
-class Gen:
-    """A snapshot stand-in: an epoch and a payload that release() destroys."""
-
-    def __init__(self, epoch):
-        self.epoch = epoch
-        self.payload = [epoch] * 8
-
-    def release(self):
-        self.payload = None
-        return 64
 
 
 class HeldReader:
