@@ -43,20 +43,6 @@ def write_config(tmp: Path) -> Path:
     return path
 
 
-def wait_ready(url: str, timeout: float = 600.0) -> None:
-    """Poll /health until 200 (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"server at {url} not ready after {timeout:g}s")
-
-
 # ---- child: load generator ----------------------------------------------------------------------
 
 
@@ -185,7 +171,7 @@ def main() -> int:
         print(line)
     with tempfile.TemporaryDirectory(prefix="valkyrie-bench-console-") as tmp:
         with ServedServer(write_config(Path(tmp))) as srv:
-            wait_ready(srv.url)
+            srv.wait_ready(600)
             base = ["--url", srv.url, "--metrics-url", srv.metrics_url, "--seconds", str(args.seconds)]
             load_args = ["--role", "load", *base, "--batch", str(args.batch), "--concurrency", str(args.concurrency)]
             # Warm up connections and the server's caches before measuring.

@@ -158,6 +158,12 @@ def _parse_ipv6(data, s, e, pstart, pend, pval, pempty):
 
 
 @kernel
+def _ipv6_scratch():
+    """The per-part arrays ``_parse_ipv6`` works in (an address has at most 9 colon parts)."""
+    return np.empty(10, np.int64), np.empty(10, np.int64), np.empty(10, np.int64), np.empty(10, np.bool_)
+
+
+@kernel
 def parse_addresses(data, offsets):
     """Classify keys ``data[offsets[i]:offsets[i+1]]``: kind 4 (IPv4), 6 (IPv6) or 0 (a name).
 
@@ -169,10 +175,7 @@ def parse_addresses(data, offsets):
     v4 = np.zeros(n, np.uint32)
     v6hi = np.zeros(n, np.uint64)
     v6lo = np.zeros(n, np.uint64)
-    pstart = np.empty(10, np.int64)
-    pend = np.empty(10, np.int64)
-    pval = np.empty(10, np.int64)
-    pempty = np.empty(10, np.bool_)
+    pstart, pend, pval, pempty = _ipv6_scratch()
     for i in range(n):
         s = offsets[i]
         e = offsets[i + 1]
@@ -206,10 +209,7 @@ def parse_prefixes(data, offsets):
     v6hi = np.zeros(n, np.uint64)
     v6lo = np.zeros(n, np.uint64)
     plen = np.full(n, -1, np.int16)
-    pstart = np.empty(10, np.int64)
-    pend = np.empty(10, np.int64)
-    pval = np.empty(10, np.int64)
-    pempty = np.empty(10, np.bool_)
+    pstart, pend, pval, pempty = _ipv6_scratch()
     for i in range(n):
         s = offsets[i]
         e = offsets[i + 1]

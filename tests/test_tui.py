@@ -6,7 +6,6 @@ own config file and route store, so reload, tuning and restarts are the real thi
 
 import asyncio
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,27 +31,13 @@ def write_config(path: Path, *, pending: int = 5000, extra: str = "") -> Path:
     return path
 
 
-def wait_ready(url: str, timeout: float = 300.0) -> None:
-    """Block until /health answers 200 (a cold Numba cache compiles first)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"server at {url} not ready after {timeout}s")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One server for the control tests (module-wide: start-up is the slow part)."""
     config = write_config(tmp_path_factory.mktemp("console") / "valkyrie.toml")
     srv = ServedServer(config, log_path=config.parent / "server.log").start()
     try:
-        wait_ready(srv.url)
+        srv.wait_ready()
         srv.config_path = config
         yield srv
     finally:
@@ -279,7 +264,7 @@ def token_server(tmp_path_factory):
     config = write_config(tmp_path_factory.mktemp("console-token") / "valkyrie.toml")
     srv = ServedServer(config, token=TOKEN, log_path=config.parent / "server.log").start()
     try:
-        wait_ready(srv.url)
+        srv.wait_ready()
         yield srv
     finally:
         srv.stop()
@@ -306,7 +291,7 @@ async def test_server_killed_greys_out_then_reconnects_after_restart(tmp_path):
     config = write_config(tmp_path / "valkyrie.toml")
     srv = ServedServer(config, log_path=tmp_path / "server.log").start()
     try:
-        wait_ready(srv.url)
+        srv.wait_ready()
         port, metrics_port = srv.ports
         app = console(srv, interval=0.2, timeout=0.5)
         async with app.run_test(size=(120, 40)) as pilot:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 __all__ = ["ServedServer", "ServeError"]
@@ -79,6 +80,21 @@ class ServedServer:
             time.sleep(0.05)
         self.stop()
         raise ServeError(f"server did not report its address within {timeout:g}s:\n{self.log_tail()}")
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        """Block until /health answers 200 (a cold Numba cache compiles first); ``ServeError`` if it never does."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc is None or self.proc.poll() is not None:
+                raise ServeError(f"server exited before it was ready:\n{self.log_tail()}")
+            time.sleep(0.1)
+        raise ServeError(f"server at {self.url} not ready after {timeout:g}s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the child's log."""

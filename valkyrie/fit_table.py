@@ -21,7 +21,7 @@ whoever exports ``_total`` metrics adds a retired table's final counts to a base
 import numpy as np
 
 from jit import fit as _k
-from valkyrie.keys import pack_keys
+from valkyrie.keys import pack_keys, readonly
 
 __all__ = ["FitTable", "warm_up"]
 
@@ -30,15 +30,6 @@ _ARENA_LIMIT = 2**32  # arena offsets are uint32
 _PREFETCH_DEPTH = 4  # keys between hashing and probing in the lookup pipeline
 _MAX_VALUE = 2**31 - 1
 _SEED_LIMIT = 2**64
-
-
-def _readonly(a):
-    """A read-only view: kernels then see one array type whether or not the table is frozen."""
-    if not a.flags.writeable:
-        return a
-    v = a.view()
-    v.flags.writeable = False
-    return v
 
 
 def _is_power_of_two(n):
@@ -108,7 +99,7 @@ def _check_seed(seed):
 def _packed(keys):
     """``pack_keys`` as read-only views, so each kernel compiles for one array type only."""
     data, offsets = pack_keys(keys)
-    return _readonly(data), _readonly(offsets)
+    return readonly(data), readonly(offsets)
 
 
 def _query(data, offsets):
@@ -121,7 +112,7 @@ def _query(data, offsets):
         raise ValueError(
             f"offsets must be non-decreasing within 0..{data.size} (the data length), "
             f"got {offsets[0]}..{offsets[-1]}")
-    return _readonly(data), _readonly(offsets)
+    return readonly(data), readonly(offsets)
 
 
 class FitTable:
@@ -188,7 +179,7 @@ class FitTable:
         self._dead += int(freed)
 
     def _rebuilt_into(self, capacity, arena_room, load_factor):
-        tags, refs, arena = _readonly(self._tags), _readonly(self._refs), _readonly(self._arena)
+        tags, refs, arena = readonly(self._tags), readonly(self._refs), readonly(self._arena)
         n, live = _k.fit_live_bytes(tags, refs, arena)
         assert n == self._n, "FIT entry count drifted from its arrays"
         new = FitTable._empty(capacity, int(live) + arena_room, seed=self._seed,
@@ -248,7 +239,7 @@ class FitTable:
 
     def _lookup(self, data, offsets, stats):
         out = np.empty(offsets.size - 1, dtype=np.int32)
-        return _k.fit_lookup(_readonly(self._tags), _readonly(self._refs), _readonly(self._arena),
+        return _k.fit_lookup(readonly(self._tags), readonly(self._refs), readonly(self._arena),
                              data, offsets, np.uint64(self._seed), out, stats, _PREFETCH_DEPTH)
 
     def lookup(self, data, offsets):
@@ -259,13 +250,13 @@ class FitTable:
     def get(self, key):
         """Value of one key, or ``None``."""
         key = np.frombuffer(_as_key(key, "key"), dtype=np.uint8)
-        v = _k.fit_get(_readonly(self._tags), _readonly(self._refs), _readonly(self._arena),
-                       _readonly(key), np.uint64(self._seed), self._counters)
+        v = _k.fit_get(readonly(self._tags), readonly(self._refs), readonly(self._arena),
+                       readonly(key), np.uint64(self._seed), self._counters)
         return None if v < 0 else int(v)
 
     def kernel_args(self):
         """``(tags, refs, arena, seed, counters, depth)``: this table's part of ``jit.resolve.resolve``'s arguments."""
-        return (_readonly(self._tags), _readonly(self._refs), _readonly(self._arena), np.uint64(self._seed),
+        return (readonly(self._tags), readonly(self._refs), readonly(self._arena), np.uint64(self._seed),
                 self._counters, _PREFETCH_DEPTH)
 
     def __contains__(self, key):

@@ -1,6 +1,5 @@
 """A small blocking HTTP client (stdlib only) for the CLI commands that talk to a running server."""
 
-import socket
 import urllib.error
 import urllib.request
 
@@ -54,11 +53,9 @@ class Http:
             raise self._unreachable(exc) from None
 
     def _unreachable(self, exc):
-        # URLError (refused, unresolvable), timeouts, and resets by whatever listens there.
-        if isinstance(exc, (socket.timeout, TimeoutError)):
-            return ServerUnreachable(f"no answer within {self.timeout:g}s")
+        # URLError (refused, unresolvable, or a timeout inside), timeouts, and resets by whatever listens there.
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        if isinstance(reason, (socket.timeout, TimeoutError)):
+        if isinstance(reason, TimeoutError):
             return ServerUnreachable(f"no answer within {self.timeout:g}s")
         return ServerUnreachable(getattr(reason, "strerror", None) or str(reason) or type(reason).__name__)
 

@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 
-__all__ = ["pack_keys", "pack_texts", "unpack_key"]
+__all__ = ["pack_keys", "pack_texts", "readonly", "unpack_key"]
 
 _SMALL = 32
 
@@ -62,6 +62,14 @@ def pack_texts(texts, max_len):
     offsets = np.zeros(lengths.size + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     return np.frombuffer(data, dtype=np.uint8), _frozen(offsets)
+
+
+def readonly(a):
+    """``a`` itself if read-only, else a read-only view: kernels then compile for one array type."""
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
 
 
 def unpack_key(data, offsets, i):

@@ -7,7 +7,7 @@ kind: IPv4 text, IPv6 text or a name) -> the default route -> no route.
 import numpy as np
 
 from jit.resolve import resolve, resolve_key
-from valkyrie.keys import pack_keys
+from valkyrie.keys import pack_keys, readonly
 
 __all__ = ["Snapshot", "Resolution", "MATCH_NAMES"]
 
@@ -93,7 +93,7 @@ class Snapshot:
 
         ``with_text=False`` skips formatting matched prefixes (answers that only name next hops).
         """
-        return Resolution(*resolve(_readonly(data), _readonly(offsets), *self._kernel_args(), with_text, _HEX))
+        return Resolution(*resolve(readonly(data), readonly(offsets), *self._kernel_args(), with_text, _HEX))
 
     def next_hops(self, res):
         """Next-hop ids of a ``Resolution`` as one newline-separated bytes (empty line: no route)."""
@@ -115,11 +115,3 @@ class Snapshot:
 
     def __repr__(self):
         return f"Snapshot(epoch={self.epoch}, routes={self.route_count}, nodes={len(self.nodes)})"
-
-
-def _readonly(a):
-    """A read-only view, so the kernel compiles for one array type whatever the caller passes."""
-    if a.flags.writeable:
-        a = a.view()
-        a.flags.writeable = False
-    return a
