@@ -19,10 +19,11 @@ Names (byte trie, path compressed, not leaf-pushed; the lookup keeps the best ro
     so a chain ending in one route needs no node at all.
     Invariant: a non-root node has a route or at least two non-empty slots.
 
-Copy-on-write: the arena is append-only while shared. Nodes with index >= meta[M_NODE_MUT] (and
-rules >= meta[M_RULE_MUT]) were made by the running batch and are changed in place; older ones
-are copied first, and the copy's original counts as dead (meta[M_DEAD]). Readers of an older
-snapshot never see the new tail.
+Copy-on-write: the arena is append-only while shared. Nodes with index >= meta[M_NODE_MUT] were
+made by the running batch and are changed in place; older ones are copied first, and the copy's
+original counts as dead (meta[M_DEAD]). Readers of an older snapshot never see the new tail.
+``rule_value`` (and ``rule_live``) are not in the shared arena: every snapshot has its own copy,
+so changing an existing route's value is one store, with no node copied and no route id spent.
 
 Kernels never grow arrays: they return a non-zero status when one is full and the caller grows
 and retries the whole batch.
@@ -40,7 +41,7 @@ __all__ = [
     "OK", "FULL_NODES", "FULL_RULES", "FULL_INDEX", "FULL_SKIP",
     "OP_UPSERT", "OP_DELETE", "META_SIZE",
     "M_NODES", "M_RULES", "M_BYTES", "M_SKIP", "M_DEAD", "M_LIVE", "M_ROOT",
-    "M_NODE_MUT", "M_RULE_MUT", "M_MISSING",
+    "M_NODE_MUT", "M_MISSING",
     "ip_apply", "name_apply", "rebuild_index",
     "lookup_ipv4", "lookup_ipv6", "lookup_names",
 ]
@@ -64,8 +65,7 @@ M_DEAD = 4       # allocated nodes no longer reachable from this snapshot
 M_LIVE = 5       # live routes
 M_ROOT = 6       # root node (names)
 M_NODE_MUT = 7   # first node owned by the running batch
-M_RULE_MUT = 8   # first route id owned by the running batch
-M_MISSING = 9    # deletes that named no route
+M_MISSING = 9    # deletes that named no route (slot 8 is unused)
 META_SIZE = 12
 
 _MODE_INSERT = 0
@@ -369,20 +369,9 @@ def ip_apply(width, root, root_depth, slots, depth, rule_value, rule_plen, rule_
         if op_kind[i] == OP_UPSERT:
             v = op_value[i]
             if r >= 0:
-                if rule_value[r] == v:
-                    continue
-                if r >= meta[M_RULE_MUT]:
-                    rule_value[r] = v
-                    continue
-                r2 = _rule_alloc(rule_value, rule_plen, rule_off, rule_bytes, rule_hash,
-                                 rule_live, meta, op_data, off, width, plen, v, h)
-                if r2 < 0:
-                    return FULL_RULES
-                st = _ip_range(root, root_depth, slots, depth, meta, op_data, off, plen,
-                               _MODE_REPLACE, np.int32(2 * r + 1), np.int32(2 * r2 + 1),
-                               np.uint8(plen), stack, path)
-                index[slot] = r2
-                rule_live[r] = 0
+                # ``rule_value`` is this snapshot's own array: a next-hop change copies no node.
+                rule_value[r] = v
+                continue
             else:
                 if 2 * (meta[M_LIVE] + 1) > index.shape[0]:
                     return FULL_INDEX
@@ -552,9 +541,8 @@ def _nm_insert(slots, nroute, skip_off, skip_len, skipb, rule_plen, rule_off, ru
 
 
 @kernel
-def _nm_remove(slots, nroute, skip_off, skip_len, skipb, meta, x, xoff, xlen, new_r,
-               path_n, path_p):
-    """Replace existing route x by ``new_r``, or remove it when new_r < 0 and re-compress."""
+def _nm_remove(slots, nroute, skip_off, skip_len, skipb, meta, x, xoff, xlen, path_n, path_p):
+    """Remove existing route x and re-compress the path to it."""
     ppos = -1
     n = _nm_mutable(slots, nroute, skip_off, skip_len, meta, meta[M_ROOT], -1)
     if n < 0:
@@ -567,20 +555,18 @@ def _nm_remove(slots, nroute, skip_off, skip_len, skipb, meta, x, xoff, xlen, ne
         k += 1
         pos += np.int64(skip_len[n])
         if pos == xlen:
-            nroute[n] = new_r
+            nroute[n] = -1
             break
         j = n * 256 + np.int64(x[xoff + pos])
         e = slots[j]
         if e & 1:
-            slots[j] = np.int32(2 * new_r + 1) if new_r >= 0 else np.int32(-1)
+            slots[j] = np.int32(-1)
             break
         n = _nm_mutable(slots, nroute, skip_off, skip_len, meta, np.int64(e >> 1), j)
         if n < 0:
             return FULL_NODES
         ppos = j
         pos += 1
-    if new_r >= 0:
-        return OK
     i = k - 1
     # The root is exempt from the compression invariant.
     while i > 0:
@@ -652,19 +638,8 @@ def name_apply(slots, nroute, skip_off, skip_len, skipb, rule_value, rule_plen, 
         if op_kind[i] == OP_UPSERT:
             v = op_value[i]
             if r >= 0:
-                if rule_value[r] == v:
-                    continue
-                if r >= meta[M_RULE_MUT]:
-                    rule_value[r] = v
-                    continue
-                r2 = _rule_alloc(rule_value, rule_plen, rule_off, rule_bytes, rule_hash,
-                                 rule_live, meta, op_data, off, nb, plen, v, h)
-                if r2 < 0:
-                    return FULL_RULES
-                st = _nm_remove(slots, nroute, skip_off, skip_len, skipb, meta,
-                                op_data, off, nb, r2, path_n, path_p)
-                index[slot] = r2
-                rule_live[r] = 0
+                rule_value[r] = v
+                continue
             else:
                 if 2 * (meta[M_LIVE] + 1) > index.shape[0]:
                     return FULL_INDEX
@@ -681,7 +656,7 @@ def name_apply(slots, nroute, skip_off, skip_len, skipb, rule_value, rule_plen, 
                 meta[M_MISSING] += 1
                 continue
             st = _nm_remove(slots, nroute, skip_off, skip_len, skipb, meta,
-                            op_data, off, nb, -1, path_n, path_p)
+                            op_data, off, nb, path_n, path_p)
             _index_remove(index, rule_hash, slot)
             rule_live[r] = 0
             meta[M_LIVE] -= 1

@@ -208,6 +208,25 @@ def test_updates_from_an_older_snapshot_fork():
     assert left.updated([], [v4("10.1.0.0/16")]).lookup_ipv4(addrs)[0].tolist() == [1, 1, 1]
 
 
+@pytest.mark.parametrize("family", ["ipv4", "ipv6", "name"])
+def test_value_changes_copy_no_node_and_older_snapshots_keep_their_values(family):
+    if family == "name":
+        routes = [(f"svc-{i:03d}".encode(), 56, i) for i in range(200)]
+        keys = [p for p, _n, _v in routes]
+    else:
+        width = 4 if family == "ipv4" else 16
+        routes = [(bytes([10, i % 256, i // 256]) + bytes(width - 3), 24, i) for i in range(200)]
+        keys = [int.from_bytes(p, "big") + 1 for p, _n, _v in routes]
+    table = CraTable.build(family, routes)
+    changed = table.updated([(p, n, v + 1000) for p, n, v in routes], [])
+    before, after = table.stats(), changed.stats()
+    assert after["dead_slots"] == before["dead_slots"] == 0
+    assert (after["arena_slots"], after["route_ids"]) == (before["arena_slots"], before["route_ids"])
+    assert_matches(table, rules_of(routes), family, keys)
+    assert_matches(changed, rules_of([(p, n, v + 1000) for p, n, v in routes]), family, keys)
+    changed._check_invariants()
+
+
 def test_arena_grows_from_tiny_capacity():
     table = CraTable.build("ipv4", [], initial_capacity=0)
     rules = {}

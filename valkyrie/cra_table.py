@@ -1,10 +1,11 @@
 """Longest-prefix-match tables (CRA) as immutable snapshots over the ``jit.cra`` kernels.
 
-A table owns no Python objects on the lookup path: a per-snapshot root, a per-snapshot route
-liveness array, and views into an append-only arena shared with the tables derived from it.
+A table owns no Python objects on the lookup path: a per-snapshot root, per-snapshot route
+values and liveness, and views into an append-only arena shared with the tables derived from it.
 ``updated()`` appends copied or new nodes behind the live ones (copy-on-write), so a small batch
 costs a root copy plus the touched paths; the replaced nodes stay readable by older snapshots
-and count as dead slots until ``defragmented()`` rebuilds compactly.
+and count as dead slots until ``defragmented()`` rebuilds compactly. A next-hop change of an
+existing route touches no node at all: it is one store into this snapshot's own values.
 
 >>> t = CraTable.build("ipv4", [(bytes([10, 0, 0, 0]), 8, 7)])
 >>> t.lookup_ipv4(np.array([0x0A010203], dtype=np.uint32))
@@ -80,7 +81,6 @@ class _Arena:
             self.skip_off = np.empty(nodes, np.int64)
             self.skip_len = np.empty(nodes, np.int32)
             self.skipb = np.empty(max(skip, 1), np.uint8)
-        self.rule_value = np.empty(rules, np.int32)
         self.rule_plen = np.empty(rules, np.int16)
         self.rule_off = np.empty(rules, np.int64)
         self.rule_bytes = np.empty(max(nbytes, 1), np.uint8)
@@ -92,7 +92,7 @@ class _Arena:
     @property
     def caps(self):
         skip = self.skipb.shape[0] if hasattr(self, "skipb") else 0
-        return (self.slots.shape[0] // 256, self.rule_value.shape[0],
+        return (self.slots.shape[0] // 256, self.rule_plen.shape[0],
                 self.rule_bytes.shape[0], skip, self.index.shape[0])
 
     def fits(self, caps):
@@ -115,7 +115,7 @@ class _Arena:
             new.skip_off[:nodes] = self.skip_off[:nodes]
             new.skip_len[:nodes] = self.skip_len[:nodes]
             new.skipb[:skip] = self.skipb[:skip]
-        for name in ("rule_value", "rule_plen", "rule_off", "rule_hash"):
+        for name in ("rule_plen", "rule_off", "rule_hash"):
             getattr(new, name)[:rules] = getattr(self, name)[:rules]
         new.rule_bytes[:nbytes] = self.rule_bytes[:nbytes]
         K.rebuild_index(new.rule_hash, rule_live, rules, new.index)
@@ -125,7 +125,7 @@ class _Arena:
 class CraTable:
     """Immutable longest-prefix-match table over one family: "ipv4", "ipv6" or "name"."""
 
-    def __init__(self, family, arena, meta, root, root_depth, rule_live):
+    def __init__(self, family, arena, meta, root, root_depth, rule_live, rule_value):
         # Tables are made by build(), updated() and defragmented(); this wires the views.
         self._family = family
         self._width = FAMILIES[family]
@@ -137,7 +137,7 @@ class CraTable:
         self._gen = next(_generations)
         nodes, rules = int(meta[K.M_NODES]), int(meta[K.M_RULES])
         self._slots = arena.slots[:nodes * 256]
-        self._rule_value = arena.rule_value[:rules]
+        self._rule_value = rule_value[:rules]
         self._rule_plen = arena.rule_plen[:rules]
         self._rule_off = arena.rule_off[:rules]
         self._rule_bytes = arena.rule_bytes[:int(meta[K.M_BYTES])]
@@ -194,6 +194,7 @@ class CraTable:
         arena = _Arena(family, *caps)
         meta = np.zeros(K.META_SIZE, np.int64)
         rule_live = np.zeros(caps[1], np.uint8)
+        rule_value = np.zeros(caps[1], np.int32)
         if width:
             root = np.full(_ROOT_SIZE, -1, np.int32)
             root_depth = np.zeros(_ROOT_SIZE, np.uint8)
@@ -204,7 +205,7 @@ class CraTable:
             arena.skip_off[0] = 0
             arena.skip_len[0] = 0
             meta[K.M_NODES] = 1
-        table = cls(family, arena, meta, root, root_depth, rule_live)
+        table = cls(family, arena, meta, root, root_depth, rule_live, rule_value)
         arena.head = table._gen
         return table
 
@@ -248,8 +249,8 @@ class CraTable:
         node_map = np.full(max(nodes, 1), -1, np.int32)
         node_map[order] = np.arange(order.size, dtype=np.int32)
         live = np.flatnonzero(self._rule_live[:rules])
-        # Value changes leave dead route ids; renumbering them costs a pass over every leaf, so only
-        # when they are a fifth of the ids (one dead id per changed route: bounded, so memory stays flat).
+        # Deletes leave dead route ids; renumbering them costs a pass over every leaf, so only when
+        # they are a fifth of the ids (one dead id per deleted route: bounded, so memory stays flat).
         renumber = rules - live.size >= live.size // 4
         ids = live if renumber else np.arange(rules)
         rule_map = None
@@ -264,21 +265,22 @@ class CraTable:
         np.take(slots, order, axis=0, out=arena.slots[:n * 256].reshape(n, 256))
         _renumber(arena.slots[:n * 256], node_map, rule_map)
         np.take(depth, order, axis=0, out=arena.depth[:n * 256].reshape(n, 256))
-        arena.rule_value[:r] = self._rule_value[ids]
         arena.rule_plen[:r] = self._rule_plen[ids]
         arena.rule_hash[:r] = self._arena.rule_hash[ids]
         arena.rule_off[:r] = np.arange(r, dtype=np.int64) * w
         gather = (self._rule_off[ids][:, None] + np.arange(w)).reshape(-1)
         arena.rule_bytes[:r * w] = self._rule_bytes[gather]
-        rule_live = np.zeros(arena.rule_value.shape[0], np.uint8)
+        rule_live = np.zeros(arena.rule_plen.shape[0], np.uint8)
         rule_live[:r] = self._rule_live[ids]
+        rule_value = np.zeros(arena.rule_plen.shape[0], np.int32)
+        rule_value[:r] = self._rule_value[ids]
         K.rebuild_index(arena.rule_hash, rule_live, r, arena.index)
         meta = self._meta.copy()
         meta[K.M_NODES], meta[K.M_RULES], meta[K.M_BYTES], meta[K.M_DEAD] = n, r, r * w, 0
-        meta[K.M_NODE_MUT], meta[K.M_RULE_MUT], meta[K.M_MISSING] = n, r, 0
+        meta[K.M_NODE_MUT], meta[K.M_MISSING] = n, 0
         root = self._root.copy()
         _renumber(root, node_map, rule_map)
-        table = type(self)(self._family, arena, meta, root, self._root_depth.copy(), rule_live)
+        table = type(self)(self._family, arena, meta, root, self._root_depth.copy(), rule_live, rule_value)
         arena.head = table._gen
         return table
 
@@ -305,25 +307,26 @@ class CraTable:
             meta = m.copy()
             meta[K.M_MISSING] = 0
             meta[K.M_NODE_MUT] = 0 if fresh else m[K.M_NODES]
-            meta[K.M_RULE_MUT] = 0 if fresh else m[K.M_RULES]
             rules = int(m[K.M_RULES])
-            rule_live = np.zeros(arena.rule_value.shape[0], np.uint8)
+            rule_live = np.zeros(arena.rule_plen.shape[0], np.uint8)
             rule_live[:rules] = self._rule_live[:rules]
+            rule_value = np.zeros(arena.rule_plen.shape[0], np.int32)
+            rule_value[:rules] = self._rule_value[:rules]
             if self._width:
                 root = self._root.copy()
                 root_depth = self._root_depth.copy()
                 status = K.ip_apply(self._width, root, root_depth, arena.slots, arena.depth,
-                                    arena.rule_value, arena.rule_plen, arena.rule_off,
+                                    rule_value, arena.rule_plen, arena.rule_off,
                                     arena.rule_bytes, arena.rule_hash, rule_live, arena.index,
                                     meta, kinds, data, off, plens, values)
             else:
                 root = root_depth = None
                 status = K.name_apply(arena.slots, arena.nroute, arena.skip_off, arena.skip_len,
-                                      arena.skipb, arena.rule_value, arena.rule_plen,
+                                      arena.skipb, rule_value, arena.rule_plen,
                                       arena.rule_off, arena.rule_bytes, arena.rule_hash,
                                       rule_live, arena.index, meta, kinds, data, off, values)
             if status == K.OK:
-                table = type(self)(self._family, arena, meta, root, root_depth, rule_live)
+                table = type(self)(self._family, arena, meta, root, root_depth, rule_live, rule_value)
                 arena.head = table._gen
                 return table
             # The failed batch may have touched the shared index; _claim now copies instead.
