@@ -1,8 +1,11 @@
 """The one place that sets how every kernel is compiled.
 
 ``cache=True`` keeps compile time off the second start-up; ``nogil=True`` lets
-reader threads run lookups in parallel. Sizes and epochs are always passed as
-arguments: cached machine code freezes module globals.
+the writer's table builds run while the event loop serves lookups. The kernels the
+event loop calls on every request override it with ``nogil=False``: for a call of a
+few microseconds, dropping the GIL only invites the writer thread in, and the loop
+then waits up to a switch interval to get it back. Sizes and epochs are always
+passed as arguments: cached machine code freezes module globals.
 """
 
 import numba

@@ -37,7 +37,7 @@ def record(counts, value, base, sub):
     counts[bucket_of(value, base, sub, counts.shape[0])] += 1
 
 
-@kernel
+@kernel(nogil=False)  # on every request's path: see jit.resolve
 def record_in(total, windows, sums, window, value, base, sub):
     """Add one observation to ``total``, to row ``window`` of ``windows`` and to ``sums[window]`` (one call on the hot path)."""
     b = bucket_of(value, base, sub, total.shape[0])

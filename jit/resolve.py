@@ -32,7 +32,10 @@ def _fill(sel, values, plens, node, match, plen):
             plen[i] = plens[j]
 
 
-@kernel
+# The serving event loop calls these between short stretches of Python: releasing the GIL for a
+# microsecond-long call would hand it to the writer thread, and taking it back costs a switch
+# interval (GIL_SWITCH_SECONDS). So they keep it (see jit._policy).
+@kernel(nogil=False)
 def resolve(data, offsets,
             fit_tags, fit_refs, fit_arena, fit_seed, fit_stats, fit_depth,
             v4_root, v4_slots, v4_value, v4_plen,
@@ -157,7 +160,7 @@ def resolve(data, offsets,
     return cols, format_prefixes(sel, kind, v4, v6hi, v6lo, plen, data, offsets, hexdigits)
 
 
-@kernel
+@kernel(nogil=False)
 def resolve_key(key,
                 fit_tags, fit_refs, fit_arena, fit_seed, fit_stats, fit_depth,
                 v4_root, v4_slots, v4_value, v4_plen,
