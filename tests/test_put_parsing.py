@@ -9,7 +9,8 @@ ENTRIES = [
     {"prefix": "198.51.100.0/24", "next_hop": "a"}, {"prefix": "2001:db8::/32", "next_hop": "a"},
     {"prefix": "10.1.2.3", "next_hop": "a"}, {"prefix": "2001:db8::1", "next_hop": "a"},
     {"prefix": "0.0.0.0/0", "next_hop": "a"}, {"prefix": "::/0", "next_hop": "a"},
-    {"prefix": "ci.build.", "next_hop": "a"}, {"key": "job-42", "next_hop": "a"},
+    {"prefix": "ci.build.", "next_hop": "a"}, {"key": "job-42", "next_hop": "a"}, {"key": "10.1.2.3", "next_hop": "a"},
+    {"key": "ünïcode", "next_hop": "a"}, {"key": "x" * 255, "next_hop": "a"},
     {"prefix": "10.0.0.0/255.0.0.0", "next_hop": "a"},  # a netmask: not the fast path's form
     {"prefix": "::ffff:10.0.0.0/104", "next_hop": "a"}, {"prefix": "2001:DB8::/32", "next_hop": "a"},
 ]
@@ -25,6 +26,11 @@ def test_fast_path_matches_the_exact_parser():
     ([{"prefix": "010.0.0.0/8", "next_hop": "a"}], "routes[0]"),
     ([{"prefix": "10.0.0.0/33", "next_hop": "a"}], "routes[0]"),
     ([{"prefix": "10.0.0.0/8", "next_hop": ""}], "routes[0]: next_hop must be a non-empty string"),
+    ([{"key": "a\x00b", "next_hop": "a"}], "routes[0]: key 'a\\x00b' contains a NUL byte"),
+    ([{"key": 7, "next_hop": "a"}], "routes[0]: key must be a string"),
+    ([{"key": "\ud800", "next_hop": "a"}], "routes[0]: key '\\ud800' is not valid UTF-8"),
+    ([{"key": "x" * 5000, "next_hop": "a"}], "routes[0]: key is 5000 bytes long"),
+    ([{"key": "k", "next_hop": 3}], "routes[0]: next_hop must be a non-empty string"),
 ])
 def test_errors_name_the_first_bad_entry_as_before(bad, message):
     with pytest.raises(RouteError) as fast:

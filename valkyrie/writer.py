@@ -15,11 +15,14 @@ from valkyrie.cra_table import CraTable
 from valkyrie.fit_table import FitTable
 from valkyrie.nodes import NodeTable
 from valkyrie.keys import pack_texts
-from valkyrie.routes import (FAMILIES, MAX_KEY_BYTES, ExactRoute, PrefixRoute, RouteError, parse_node, parse_route,
-                             parse_route_ref)
+from valkyrie.routes import (FAMILIES, MAX_KEY_BYTES, ExactRoute, PrefixRoute, RouteError, parse_key, parse_node,
+                             parse_route, parse_route_ref)
 from valkyrie.snapshot import Snapshot
 
 __all__ = ["Batch", "RouteWriter", "parse_put", "parse_delete"]
+
+# The snapshot attribute holding each family's CRA table.
+_TABLE = {"ipv4": "ipv4", "ipv6": "ipv6", "name": "names"}
 
 
 @dataclass
@@ -71,16 +74,27 @@ def parse_put(body, limit):
 
 
 def _parse_routes(items):
-    """``parse_route`` of every entry, in order; plain IP prefix entries share one kernel parse.
+    """``parse_route`` of every entry, in order; plain entries take a shorter path to the same result.
 
-    ``ipaddress`` was half the cost of a 5,000-route PUT. The kernel accepts only what the exact
-    parser accepts, with the same result; every other entry (keys, names, errors) takes
-    ``parse_route``, so the first bad entry is still the one named.
+    ``ipaddress`` was half the cost of a 5,000-route PUT, so plain IP prefix entries share one
+    kernel parse, which accepts only what the exact parser accepts, with the same result. Plain
+    key entries are checked by ``parse_key`` alone. Every other entry (names, errors) takes
+    ``parse_route``, so the first bad entry is still the one named, with the same message.
     """
-    plain = [i for i, o in enumerate(items) if type(o) is dict and len(o) == 2 and type(o.get("prefix")) is str
-             and type(o.get("next_hop")) is str and o["next_hop"]]
-    packed = pack_texts([items[i]["prefix"] for i in plain], MAX_KEY_BYTES) if plain else None
+    plain, keyed = [], []
+    for i, o in enumerate(items):
+        if type(o) is dict and len(o) == 2 and type(o.get("next_hop")) is str and o["next_hop"]:
+            if type(o.get("prefix")) is str:
+                plain.append(i)
+            elif "key" in o:
+                keyed.append(i)
     fast = {}
+    for i in keyed:
+        try:
+            fast[i] = ExactRoute(parse_key(items[i]["key"]), items[i]["next_hop"])
+        except RouteError:
+            pass  # parse_route below raises it again, naming the entry
+    packed = pack_texts([items[i]["prefix"] for i in plain], MAX_KEY_BYTES) if plain else None
     if packed is not None:
         kinds, v4, v6hi, v6lo, plens = parse_prefixes(*packed)
         v4b, v6b = v4.astype(">u4").tobytes(), np.stack([v6hi, v6lo], axis=1).astype(">u8").tobytes()
@@ -90,6 +104,21 @@ def _parse_routes(items):
             elif kind == 6:
                 fast[i] = PrefixRoute("ipv6", v6b[16 * j:16 * j + 16], plen, items[i]["next_hop"])
     return [fast[i] if i in fast else parse_route(o, f"routes[{i}]") for i, o in enumerate(items)]
+
+
+def _apply(ops, table, undo, changed):
+    """Set ``ops`` (key -> node index, None: delete) in ``table``; note old values in ``undo`` and,
+    per family, the new ones in ``changed`` (either may be None)."""
+    # One loop, so each key's second touch of the big dict finds its entry still in cache.
+    for key, idx in ops.items():
+        if undo is not None and key not in undo:
+            undo[key] = table.get(key)
+        if idx is None:
+            table.pop(key, None)
+        else:
+            table[key] = idx
+        if changed is not None:
+            changed[key[0]][key] = idx
 
 
 def parse_delete(body, limit):
@@ -116,9 +145,10 @@ class RouteWriter:
         self.prefixes = {}  # (family, network, plen) -> node index
         self.default = -1
         self.epoch = 0
-        self._touched_exact = set()
-        self._touched_prefix = set()
-        self._nodes_changed = False
+        # What changed since the last snapshot: key or prefix ident -> final node index (None: deleted),
+        # so building the next snapshot never looks routes up again in the big dicts.
+        self._changed_exact = {}
+        self._changed_prefix = {f: {} for f in FAMILIES}
         self._undo = None
 
     # ---- groups: what the store persists, and undo when it cannot -----------------------------
@@ -126,8 +156,9 @@ class RouteWriter:
     def begin(self):
         """Start a group of batches that ``records()`` describes and ``rollback()`` undoes."""
         self._undo = {"nodes": self.nodes, "default": self.default, "exact": {}, "prefix": {},
-                      "touched_exact": set(self._touched_exact), "touched_prefix": set(self._touched_prefix),
-                      "nodes_changed": self._nodes_changed, "new_nodes": {}, "default_route": None}
+                      "changed_exact": dict(self._changed_exact),
+                      "changed_prefix": {f: dict(d) for f, d in self._changed_prefix.items()},
+                      "new_nodes": {}, "default_route": None}
 
     def records(self):
         """The group's final state for the store: ``(nodes, route rows, default_route)``."""
@@ -150,8 +181,7 @@ class RouteWriter:
             else:
                 self.prefixes[ident] = old
         self.nodes, self.default = u["nodes"], u["default"]
-        self._touched_exact, self._touched_prefix = u["touched_exact"], u["touched_prefix"]
-        self._nodes_changed = u["nodes_changed"]
+        self._changed_exact, self._changed_prefix = u["changed_exact"], u["changed_prefix"]
         self._undo = None
 
     def end(self):
@@ -172,13 +202,17 @@ class RouteWriter:
         """Validate ``batch`` against the current state and stage it whole, or raise ``RouteError``."""
         new_nodes = self.nodes.with_nodes(batch.nodes) if batch.nodes else self.nodes
         batch_nodes = {n.id: new_nodes.index[n.id] for n in batch.nodes}
+        # The batch's own nodes and the known ones, in one dict (indices of known ids never change).
+        hop_index = new_nodes.index.get
         exact_ops, prefix_ops = {}, {}
         for i, route in enumerate(batch.puts):
-            idx = self._node_index(route.next_hop, batch_nodes, batch.where[i] if batch.where else f"routes[{i}]")
+            idx = hop_index(route.next_hop)
+            if idx is None:  # raises: unknown next hop
+                idx = self._node_index(route.next_hop, batch_nodes, batch.where[i] if batch.where else f"routes[{i}]")
             if isinstance(route, ExactRoute):
                 exact_ops[route.key] = idx
             else:
-                prefix_ops[route.ident] = idx
+                prefix_ops[route[:3]] = idx  # route.ident, without the property call
         for i, ref in enumerate(batch.deletes):
             if isinstance(ref, ExactRoute):
                 if exact_ops.get(ref.key, self.exact.get(ref.key)) is None:
@@ -192,30 +226,16 @@ class RouteWriter:
         if batch.default_route is not None:
             default = self._node_index(batch.default_route, batch_nodes, batch.default_where)
         # Everything validated: now stage.
-        if self._undo is not None:
-            u = self._undo
-            for key in exact_ops:
-                u["exact"].setdefault(key, self.exact.get(key))
-            for ident in prefix_ops:
-                u["prefix"].setdefault(ident, self.prefixes.get(ident))
+        u = self._undo
+        if u is not None:
             u["new_nodes"].update((n.id, n) for n in batch.nodes)
             if batch.default_route is not None:
                 u["default_route"] = batch.default_route
         self.nodes = new_nodes
-        self._nodes_changed |= bool(batch.nodes)
-        for key, idx in exact_ops.items():
-            if idx is None:
-                self.exact.pop(key, None)
-            else:
-                self.exact[key] = idx
-        for ident, idx in prefix_ops.items():
-            if idx is None:
-                self.prefixes.pop(ident, None)
-            else:
-                self.prefixes[ident] = idx
         self.default = default
-        self._touched_exact.update(exact_ops)
-        self._touched_prefix.update(prefix_ops)
+        _apply(exact_ops, self.exact, u["exact"] if u else None, None)
+        self._changed_exact.update(exact_ops)
+        _apply(prefix_ops, self.prefixes, u["prefix"] if u else None, self._changed_prefix)
 
     def replay(self, stored):
         """Apply a store's contents (``StoredState``) on top of the file routes; deletions of absent routes are no-ops."""
@@ -224,20 +244,22 @@ class RouteWriter:
             idx = self.nodes.index.get(next_hop) if next_hop is not None else None
             if next_hop is not None and idx is None:
                 raise RouteError(f"route store names unknown next hop {next_hop!r}", "storage_corrupt")
-            table, key = (self.exact, network) if family == "exact" else (self.prefixes, (family, network, plen))
+            if family == "exact":
+                table, key, changed = self.exact, network, self._changed_exact
+            else:
+                table, key, changed = self.prefixes, (family, network, plen), self._changed_prefix[family]
             if idx is None:
                 table.pop(key, None)
             else:
                 table[key] = idx
-            (self._touched_exact if family == "exact" else self._touched_prefix).add(key)
+            changed[key] = idx
         if stored.default_route is not None:
             self.default = self._node_index(stored.default_route, {}, "route store default_route")
 
     def reset(self):
         """Forget every route and node (before re-reading route files); the epoch keeps counting."""
         self.nodes, self.exact, self.prefixes, self.default = NodeTable(), {}, {}, -1
-        self._touched_exact.clear()
-        self._touched_prefix.clear()
+        self._forget_changes()
 
     def load(self, route_sets):
         """Stage the contents of route files (``RouteSet``s) in order, as one batch each."""
@@ -254,9 +276,7 @@ class RouteWriter:
             exact, cra = self._build_full()
         else:
             exact, cra = self._build_incremental(previous)
-        self._touched_exact.clear()
-        self._touched_prefix.clear()
-        self._nodes_changed = False
+        self._forget_changes()
         snap = Snapshot(epoch=self.epoch, nodes=self.nodes, exact=exact, default=self.default, **cra)
         return snap.freeze()
 
@@ -266,24 +286,25 @@ class RouteWriter:
         per_family = {f: [] for f in FAMILIES}
         for (family, network, plen), idx in self.prefixes.items():
             per_family[family].append((network, plen, idx))
-        cra = {("names" if f == "name" else f): CraTable.build(f, per_family[f], initial_capacity=self.cra_initial_capacity)
-               for f in FAMILIES}
+        cra = {_TABLE[f]: CraTable.build(f, per_family[f], initial_capacity=self.cra_initial_capacity) for f in FAMILIES}
         return exact, cra
 
+    def _forget_changes(self):
+        self._changed_exact = {}
+        self._changed_prefix = {f: {} for f in FAMILIES}
+
     def _build_incremental(self, prev):
-        upserts = [(k, self.exact[k]) for k in self._touched_exact if k in self.exact]
-        deletes = [k for k in self._touched_exact if k not in self.exact]
-        exact = prev.exact.updated(upserts, deletes) if (upserts or deletes) else prev.exact
+        exact, changed = prev.exact, self._changed_exact
+        if changed:
+            exact = exact.updated([(k, idx) for k, idx in changed.items() if idx is not None],
+                                  [k for k, idx in changed.items() if idx is None])
         cra = {}
-        for family in FAMILIES:
-            attr = "names" if family == "name" else family
-            touched = [t for t in self._touched_prefix if t[0] == family]
-            table = getattr(prev, attr)
-            if touched:
-                ups = [(t[1], t[2], self.prefixes[t]) for t in touched if t in self.prefixes]
-                dels = [(t[1], t[2]) for t in touched if t not in self.prefixes]
-                table = table.updated(ups, dels)
-                table = self._defragmented(family, table)
+        for family, attr in _TABLE.items():
+            table, ops = getattr(prev, attr), self._changed_prefix[family]
+            if ops:
+                ups = [(network, plen, idx) for (_f, network, plen), idx in ops.items() if idx is not None]
+                dels = [(network, plen) for (_f, network, plen), idx in ops.items() if idx is None]
+                table = self._defragmented(family, table.updated(ups, dels))
             cra[attr] = table
         return exact, cra
 
@@ -297,8 +318,7 @@ class RouteWriter:
 
     def defragment(self, previous):
         """A snapshot whose CRA tables past ``cra_defrag_threshold`` are rebuilt (after lowering it live)."""
-        tables = {("names" if f == "name" else f): self._defragmented(f, getattr(previous, "names" if f == "name" else f))
-                  for f in FAMILIES}
+        tables = {attr: self._defragmented(f, getattr(previous, attr)) for f, attr in _TABLE.items()}
         self.epoch += 1
         snap = Snapshot(epoch=self.epoch, nodes=previous.nodes, exact=previous.exact, default=previous.default, **tables)
         return snap.freeze()
