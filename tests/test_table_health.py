@@ -156,3 +156,19 @@ def test_an_arena_copy_leaves_room_so_the_next_updates_append():
     copies = sum(1 for a, b in zip(arenas, arenas[1:]) if a is not b)
     assert copies <= 20, f"{copies} arena copies in 40 batches"
     table._check_invariants()
+
+
+async def test_serving_sets_gc_thresholds_and_switch_interval_and_restores_them():
+    import gc
+    import sys
+
+    from valkyrie.server import GC_THRESHOLDS, GIL_SWITCH_SECONDS
+    before = (gc.get_threshold(), sys.getswitchinterval())
+    assert before != (GC_THRESHOLDS, GIL_SWITCH_SECONDS)
+    app = create_app(make_config())
+    async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as api:
+        await wait_ready(api)
+        # A 5,000-route batch's tuples must not set off young-generation collections.
+        assert gc.get_threshold() == GC_THRESHOLDS and GC_THRESHOLDS[0] > 5000
+        assert sys.getswitchinterval() == pytest.approx(GIL_SWITCH_SECONDS)
+    assert (gc.get_threshold(), sys.getswitchinterval()) == before
