@@ -4,11 +4,12 @@ import ctypes.util
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 from valkyrie.system import usable_cpus
 
-__all__ = ["apply_process_settings", "find_jemalloc", "pin_cpus"]
+__all__ = ["apply_process_settings", "find_jemalloc", "pin_cpus", "background_thread"]
 
 log = logging.getLogger("valkyrie.process")
 
@@ -79,3 +80,17 @@ def pin_cpus(cores):
         except OSError as exc:
             log.warning("WARN cannot pin thread %d to CPUs %s: %s", tid, wanted, exc.strerror)
     log.info("pinned to CPUs %s", sorted(os.sched_getaffinity(0)))
+
+
+# Niceness of the threads that build tables (writer, PUT parser): when they compete with the event
+# loop for a core, the loop's lookups go first and the build takes a little longer.
+BACKGROUND_NICE = 10
+
+
+def background_thread():
+    """Lower the calling thread's CPU priority (a ThreadPoolExecutor initializer for background work)."""
+    try:
+        # On Linux a thread id names one thread here, not the whole process.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except (OSError, AttributeError):
+        pass  # not Linux, or not permitted: the thread keeps the process's priority

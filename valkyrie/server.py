@@ -28,6 +28,7 @@ from valkyrie.export import ViewCache, parse_query, stream_routes
 from valkyrie.logs import configure_logging
 from valkyrie.maintenance import set_memory_profiling, watch_memory
 from valkyrie.metrics import Metrics
+from valkyrie.process import background_thread
 from valkyrie.publisher import Publisher
 from valkyrie.reload import watch_config_file
 from valkyrie.store import RouteStore, StoreError
@@ -68,9 +69,11 @@ class ServerState:
                                 max_bytes=config["caching.policies.max_cache_memory"])
         self.recent = deque(maxlen=RECENT_KEYS)  # recent GET keys: what POST /admin/cache/warmup replays
         self._live_lock = asyncio.Lock()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="valkyrie-writer")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="valkyrie-writer",
+                                           initializer=background_thread)
         # One thread for parsing big PUT bodies: each thread that allocates gets its own malloc arena.
-        self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="valkyrie-parse")
+        self.parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="valkyrie-parse",
+                                         initializer=background_thread)
         self.store_path = config["routing.store_path"]
         self.store = None  # opened in the writer thread at boot
         self.publisher = Publisher(self.writer, self.rcu, self.executor,
