@@ -144,13 +144,13 @@ def test_duplicates_last_wins_and_value_update():
 def test_updated_leaves_original_unchanged():
     routes = [(*v4("10.0.0.0/8"), 1), (*v4("10.1.2.0/24"), 2), (*v4("10.1.2.4/30"), 3)]
     table = CraTable.build("ipv4", routes)
-    before = [a.copy() for a in table._reader_arrays()]
+    before = [a.copy() for a in table.arrays()]
     addrs = np.arange(a4("10.1.1.250"), a4("10.1.3.5"), dtype=np.uint32)
     answers = table.lookup_ipv4(addrs)
     newer = table.updated([(*v4("10.1.2.0/25"), 4), (*v4("10.0.0.0/8"), 9)],
                           [v4("10.1.2.4/30")])
     newer.updated([(*v4("10.1.0.0/16"), 5)], [v4("10.1.2.0/24")])
-    for old, now in zip(before, table._reader_arrays()):
+    for old, now in zip(before, table.arrays()):
         np.testing.assert_array_equal(old, now)
     for got, want in zip(table.lookup_ipv4(addrs), answers):
         np.testing.assert_array_equal(got, want)
@@ -160,7 +160,7 @@ def test_updated_leaves_original_unchanged():
 def test_frozen_arrays_raise_on_write():
     for family, routes in (("ipv4", [(*v4("10.0.0.0/8"), 1)]), ("name", [(b"ab", 16, 1)])):
         table = CraTable.build(family, routes).freeze()
-        for arr in table._reader_arrays():
+        for arr in table.arrays():
             assert not arr.flags.writeable
             if arr.size:
                 with pytest.raises(ValueError):

@@ -15,7 +15,7 @@ class Gen:
         self.epoch = epoch
         self.payload = [epoch] * 8
 
-    def release(self):
+    def release(self, live=()):
         self.payload = None
         return 64
 

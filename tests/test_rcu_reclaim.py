@@ -211,3 +211,37 @@ async def test_stuck_reader_in_a_server_is_reported_and_holds_one_snapshot(api):
             return metric(text, "valkyrie_rcu_stalled_readers") == 0 and metric(text, "valkyrie_rcu_pending_snapshots") == 0
 
         await until(released, "the held snapshot reclaimed once its reader left")
+
+
+def _writer_snapshots():
+    from valkyrie.nodes import Node
+    from valkyrie.routes import parse_route
+    from valkyrie.writer import Batch, RouteWriter
+    writer = RouteWriter()
+    writer.stage(Batch(nodes=[Node("a"), Node("b")],
+                       puts=[parse_route({"prefix": f"10.{i}.0.0/16", "next_hop": "a"}) for i in range(200)]
+                       + [parse_route({"key": f"job-{i}", "next_hop": "a"}) for i in range(200)]))
+    first = writer.build()
+    writer.stage(Batch(puts=[parse_route({"prefix": "10.7.0.0/16", "next_hop": "b"})]))
+    return first, writer.build(first)
+
+
+def test_reclaimed_bytes_count_only_memory_the_live_snapshot_does_not_share():
+    first, second = _writer_snapshots()
+    mine = {k: n for k, n in first.buffers().items() if k not in second.buffers()}
+    # The prefix change shares the FIT, the IPv6 and name tables and the IPv4 arena with its successor.
+    assert second.exact is first.exact and 0 < sum(mine.values()) < first.nbytes() / 2
+    rcu = RcuDomain(grace_period=0)
+    rcu.publish(first)
+    rcu.publish(second)
+    done = rcu.reclaim()
+    assert done.epochs == [first.epoch] and done.nbytes == sum(mine.values())
+    assert rcu.stats()["reclaimed_bytes_total"] == sum(mine.values())
+
+
+def test_memory_two_reclaimed_snapshots_share_is_counted_once():
+    first, second = _writer_snapshots()
+    everything = {**first.buffers(), **second.buffers()}
+    # Released in one pass, oldest first (as reclaim() does): the first leaves shared memory to the
+    # second, which then frees it; between them every byte is counted once.
+    assert first.release([second]) + second.release([]) == sum(everything.values())

@@ -420,7 +420,8 @@ class CraTable:
     def __repr__(self):
         return f"CraTable(family={self._family!r}, routes={len(self)})"
 
-    def _reader_arrays(self):
+    def arrays(self):
+        """Every array a lookup of this table reads (views into the shared arena among them)."""
         arrays = [self._meta, self._rule_live, self._slots, self._rule_value, self._rule_plen,
                   self._rule_off, self._rule_bytes]
         if self._width:
@@ -431,7 +432,7 @@ class CraTable:
 
     def freeze(self):
         """Make every array readers see read-only (``writeable=False``); returns self."""
-        for arr in self._reader_arrays():
+        for arr in self.arrays():
             arr.flags.writeable = False
         return self
 
@@ -448,7 +449,7 @@ class CraTable:
             "arena_slots": slots,
             "dead_slots": dead * 256,
             "fragmentation": (dead * 256 / slots) if slots else 0.0,
-            "nbytes": int(sum(a.nbytes for a in self._reader_arrays())),
+            "nbytes": int(sum(a.nbytes for a in self.arrays())),
             "route_ids": int(self._meta[K.M_RULES]),
             "skip_bytes": int(self._meta[K.M_SKIP]),
         }

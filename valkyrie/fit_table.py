@@ -273,6 +273,10 @@ class FitTable:
             n = int.from_bytes(arena[off + 12:off + 16], "little")
             yield arena[off + _k.HEADER:off + _k.HEADER + n], value
 
+    def arrays(self):
+        """The arrays this table holds."""
+        return [self._tags, self._refs, self._arena, self._counters]
+
     def freeze(self):
         """Make every array readers see read-only (publishing calls this); returns ``self``."""
         for a in (self._tags, self._refs, self._arena):

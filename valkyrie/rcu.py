@@ -143,7 +143,7 @@ class RcuDomain:
             # Epochs readers are inside now; a slot marked after this scan re-checks
             # the current snapshot, which is never among the retired ones.
             held = set(self.slots[self.slots != OFFLINE].tolist())
-            keep = deque()
+            keep, done = deque(), []
             while self._retired:
                 snap, retired_at = self._retired[0]
                 if now - retired_at < grace_ns:
@@ -152,10 +152,15 @@ class RcuDomain:
                 if snap.epoch in held:
                     keep.append((snap, retired_at))
                     continue
+                done.append(snap)
                 out.epochs.append(snap.epoch)
-                out.nbytes += snap.release()
                 out.waits.append((now - retired_at) / 1e9)
             self._retired.extendleft(reversed(keep))
+            # Each release is told what stays alive (including the rest of this pass), so memory
+            # two snapshots share is counted once, by whichever goes last.
+            live = [self._current, *(s for s, _ in self._retired)]
+            for i, snap in enumerate(done):
+                out.nbytes += snap.release(live + done[i + 1:])
             self.reclaimed_total += len(out.epochs)
             self.reclaimed_bytes_total += out.nbytes
         if out.epochs and self.on_reclaimed is not None:

@@ -61,11 +61,23 @@ class Snapshot:
         """Bytes held by the route tables."""
         return sum(t.stats()["nbytes"] for t in (self.exact, self.ipv4, self.ipv6, self.names))
 
-    def release(self):
-        """Drop the tables (RCU reclamation); returns the bytes released."""
+    def buffers(self):
+        """``{id: bytes}`` of the memory the tables hold, each view resolved to the array that owns it."""
+        out = {}
+        for table in (self.exact, self.ipv4, self.ipv6, self.names):
+            for arr in table.arrays():
+                while isinstance(arr.base, np.ndarray):
+                    arr = arr.base
+                out[id(arr)] = arr.nbytes
+        return out
+
+    def release(self, live=()):
+        """Drop the tables (RCU reclamation); returns the bytes freed: those no snapshot in ``live`` shares."""
         if self.released:
             return 0
-        freed = self.nbytes()
+        # Consecutive snapshots share CRA arenas and untouched tables; only what is ours alone goes.
+        shared = set().union(*(s.buffers() for s in live if not s.released))
+        freed = sum(n for key, n in self.buffers().items() if key not in shared)
         self.exact = self.ipv4 = self.ipv6 = self.names = self._kargs = None
         self.released = True
         return freed
