@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))
 from bench_http import sample_addresses, start_server, wait_ready  # noqa: E402
 from run_all import versions  # noqa: E402
 
-__all__ = ["Recorder", "server_config", "exact_routes", "start_server", "wait_ready", "sample_addresses",
+__all__ = ["Recorder", "KeyRing", "server_config", "exact_routes", "start_server", "wait_ready", "sample_addresses",
            "Histogram", "scrape", "single_lookups", "rss_bytes", "busy_note", "stop"]
 
 BUDGET_US = 82.0
@@ -69,6 +69,24 @@ def exact_routes(n, nodes=256):
     tmp.write_text("key,next_hop\n" + "".join(f"sess-{i:07d},{ids[i % len(ids)]}\n" for i in range(n)))
     tmp.rename(path)
     return path
+
+
+class KeyRing:
+    """Lookup keys handed out in fresh slices: a window never repeats a key the route cache may still hold.
+
+    (A repeated key is answered from the cache in a fifth of the time, so windows that reuse keys
+    would not be comparable with windows whose snapshots changed and emptied the cache.)
+    """
+
+    def __init__(self, keys):
+        self.keys, self.at = keys, 0
+
+    def take(self, rate, seconds):
+        """Keys for ``seconds`` of lookups at ``rate``/s (with a margin), continuing where the last took off."""
+        n = min(len(self.keys), int(rate * seconds * 1.1) + 16)
+        out = [self.keys[(self.at + i) % len(self.keys)] for i in range(n)]
+        self.at = (self.at + n) % len(self.keys)
+        return out
 
 
 def server_config(*, extra_routes=(), lockfree=None, routing=None):
