@@ -20,9 +20,13 @@ of a dense array; a tag match follows the slot's ref to its arena entry and chec
 the stored full hash, then the key bytes, so a hash collision never misroutes. Hash,
 value and key share one entry: a hit costs one random arena line beyond the two
 small dense arrays (1 + 4 bytes per slot), which is what bounds lookup speed once
-the table outgrows the caches. Values are updated in place in the entry. Dead arena
-entries stay until ``fit_rebuild``. Kernels never allocate table arrays: the
-caller does, with numpy, which backs large arrays with huge pages (fewer TLB misses).
+the table outgrows the caches. The arena may be shared with older snapshots that read
+only its first bytes, so ``fit_insert`` changes a value in place only in an entry at or
+past ``mutable_from`` (appended by the running batch); an older entry is left to the
+older readers, and the key gets a fresh entry that its slot's ref points to. Dead arena
+entries (replaced or deleted) stay until ``fit_rebuild``. Kernels never allocate table
+arrays: the caller does, with numpy, which backs large arrays with huge pages (fewer
+TLB misses).
 
 The probe loop is written out in each kernel on purpose: numba's inliner adds an
 atomic refcount pair per call when an inlined helper with a loop takes arrays, and
@@ -270,19 +274,23 @@ def _put_u32(arena, at, v):
 
 
 @kernel
-def fit_insert(tags, refs, arena, arena_len, data, offsets, values, seed):
+def fit_insert(tags, refs, arena, arena_len, mutable_from, data, offsets, values, seed):
     """Insert or update a packed batch of keys, in order (a later duplicate wins).
 
-    A present key gets its value rewritten in its arena entry. A new key takes the
-    first TOMBSTONE on its probe path, else the EMPTY slot that ends it, and its entry
-    is appended to ``arena`` at ``arena_len``.
+    A new key takes the first TOMBSTONE on its probe path, else the EMPTY slot that
+    ends it, and its entry is appended to ``arena`` at ``arena_len``. A present key
+    whose entry starts at or past ``mutable_from`` gets its value rewritten there; an
+    older entry is never written (older snapshots may read it): if the value differs,
+    the key's entry is appended anew, its slot repointed, and the old entry is dead.
 
     Parameters
     ----------
     tags, refs, arena : table arrays, mutated in place
     arena_len : int64
-        Bytes of ``arena`` in use. The caller guarantees room for every new entry
+        Bytes of ``arena`` in use. The caller guarantees room for an entry per key
         (16 + key length each) and that offsets stay below 2**32.
+    mutable_from : int64
+        First arena offset this batch may rewrite (0: all of it; ``arena_len``: none).
     data, offsets : packed keys
     values : int32[n]
         Values, each >= 0.
@@ -290,12 +298,14 @@ def fit_insert(tags, refs, arena, arena_len, data, offsets, values, seed):
 
     Returns
     -------
-    (arena_len, added, tombstones_reused) : int64
-        ``added`` is -1 if a key found no free slot (the caller keeps load below 1).
+    (arena_len, added, tombstones_reused, dead_bytes) : int64
+        ``added`` is -1 if a key found no free slot (the caller keeps load below 1);
+        ``dead_bytes`` counts the entries replaced by fresh ones.
     """
     mask = tags.shape[0] - 1
     added = 0
     reused = 0
+    dead = 0
     for i in range(offsets.shape[0] - 1):
         start = offsets[i]
         length = offsets[i + 1] - start
@@ -321,13 +331,20 @@ def fit_insert(tags, refs, arena, arena_len, data, offsets, values, seed):
             j = (j + 1) & mask
         value = np.int64(values[i])
         if found >= 0:
-            _put_u32(arena, found + 8, value)
-            continue
-        if free >= 0:
-            j = free
-            reused += 1
-        elif tags[j] != EMPTY:
-            return arena_len, np.int64(-1), reused
+            if found >= mutable_from:
+                _put_u32(arena, found + 8, value)
+                continue
+            if np.int64(_entry_value(arena, found)) == value:
+                continue
+            # Slot ``j`` holds the key: repoint it at the fresh entry below.
+            dead += HEADER + length
+        else:
+            if free >= 0:
+                j = free
+                reused += 1
+            elif tags[j] != EMPTY:
+                return arena_len, np.int64(-1), reused, dead
+            added += 1
         _put_u32(arena, arena_len, np.int64(h & np.uint64(0xFFFFFFFF)))
         _put_u32(arena, arena_len + 4, np.int64(h >> np.uint64(32)))
         _put_u32(arena, arena_len + 8, value)
@@ -336,8 +353,7 @@ def fit_insert(tags, refs, arena, arena_len, data, offsets, values, seed):
         tags[j] = t
         refs[j] = np.uint32(arena_len)
         arena_len += HEADER + length
-        added += 1
-    return arena_len, added, reused
+    return arena_len, added, reused, dead
 
 
 @kernel

@@ -28,12 +28,15 @@ class Raw:
         self.refs = np.zeros(capacity, np.uint32)
         self.arena = np.zeros(room, np.uint8)
         self.arena_len = 0
+        self.dead = 0
         self.seed = np.uint64(seed)
 
-    def insert(self, keys, values):
+    def insert(self, keys, values, mutable_from=0):
         d, o = pack_keys(keys)
-        self.arena_len, added, reused = fit_insert(self.tags, self.refs, self.arena, self.arena_len,
-                                                   d, o, np.asarray(values, np.int32), self.seed)
+        self.arena_len, added, reused, dead = fit_insert(
+            self.tags, self.refs, self.arena, self.arena_len, mutable_from, d, o,
+            np.asarray(values, np.int32), self.seed)
+        self.dead += dead
         return added, reused
 
     def delete(self, keys):
@@ -95,19 +98,27 @@ def test_insert_and_lookup_match_naive_on_edge_keys(capacity, seed):
 
 
 @settings(max_examples=150, deadline=None)
-@given(ops=st.lists(st.tuples(st.booleans(), st.lists(keys_st, max_size=6), value_st), max_size=25),
+@given(ops=st.lists(st.tuples(st.booleans(), st.lists(keys_st, max_size=6),
+                              st.one_of(st.integers(0, 2), value_st), st.booleans()), max_size=25),
        capacity=st.sampled_from([8, 16, 64]), seed=st.integers(0, 2**64 - 1))
 def test_op_sequences_match_naive_slot_for_slot(ops, capacity, seed):
     raw, naive, model = Raw(capacity, seed), NaiveFit(capacity, seed), {}
-    for is_insert, keys, value in ops:
+    dead = 0
+    for is_insert, keys, value, shared in ops:
         if is_insert:
             fresh = [k for k in dict.fromkeys(keys) if k not in model]
             if len(model) + len(fresh) >= capacity:
                 continue  # the wrapper never lets a table fill up
-            outcomes = [naive.insert(k, value) for k in keys]
-            added, reused = raw.insert(keys, [value] * len(keys))
+            # ``shared``: older snapshots read the arena so far, as FitTable.updated() passes it.
+            mutable_from = raw.arena_len if shared else 0
+            before = raw.arena[:raw.arena_len].copy()
+            outcomes = [naive.insert(k, value, mutable_from) for k in keys]
+            added, reused = raw.insert(keys, [value] * len(keys), mutable_from)
             assert added == outcomes.count("new") + outcomes.count("reused")
             assert reused == outcomes.count("reused")
+            dead += sum(16 + len(k) for k, o in zip(keys, outcomes) if o == "moved")
+            assert raw.dead == dead
+            assert np.array_equal(raw.arena[:mutable_from], before[:mutable_from])
             model.update((k, value) for k in keys)
         else:
             removed = sum(naive.delete(k) for k in keys)
@@ -427,3 +438,4 @@ def test_fit_table_behaves_like_a_dict(initial, batches, load_factor, seed):
     probes = list(model.d) + [k + b"?" for k in model.d]
     want = [model.d[k] for k in model.d] + [model.d.get(k + b"?", -1) for k in model.d]
     assert t.lookup(*pack_keys(probes)).tolist() == want
+

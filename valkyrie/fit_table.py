@@ -163,8 +163,9 @@ class FitTable:
         return table
 
     def _insert(self, data, offsets, values):
-        arena_len, added, reused = _k.fit_insert(self._tags, self._refs, self._arena, self._arena_len,
-                                                 data, offsets, values, np.uint64(self._seed))
+        # Nothing else reads this table's arena yet: any entry may change in place (mutable_from 0).
+        arena_len, added, reused, _dead = _k.fit_insert(self._tags, self._refs, self._arena, self._arena_len, 0,
+                                                        data, offsets, values, np.uint64(self._seed))
         # The geometry checks in build()/updated() keep an EMPTY slot on every path.
         assert added >= 0, "FIT insert found no free slot"
         self._arena_len = int(arena_len)

@@ -82,8 +82,12 @@ class NaiveFit:
         self.stats[3] = max(self.stats[3], probes)
         return value, probes, collisions
 
-    def insert(self, key, value):
-        """Insert or update; return ``"updated"``, ``"new"`` or ``"reused"`` (took a tombstone)."""
+    def insert(self, key, value, mutable_from=0):
+        """Insert or update; return ``"updated"``, ``"moved"``, ``"new"`` or ``"reused"`` (took a tombstone).
+
+        An entry before ``mutable_from`` is never written: a changed value gets a fresh
+        entry (``"moved"``; the old one is dead), an unchanged one is left (``"updated"``).
+        """
         h = xxh64_ref(key, self.seed)
         t = tag_of(h)
         free = None
@@ -97,16 +101,24 @@ class NaiveFit:
                     free = j
             elif self.tags[j] == t and self._holds(j, h, key):
                 off = self.refs[j]
-                self.arena[off + 8:off + 12] = value.to_bytes(4, "little")
-                return "updated"
+                if off >= mutable_from:
+                    self.arena[off + 8:off + 12] = value.to_bytes(4, "little")
+                    return "updated"
+                if self._entry(off)[1] == value:
+                    return "updated"
+                self._append(j, t, h, key, value)
+                return "moved"
         j = free if free is not None else end
         if j is None:
             raise RuntimeError("table full")
+        self._append(j, t, h, key, value)
+        return "reused" if free is not None else "new"
+
+    def _append(self, j, t, h, key, value):
         self.refs[j] = len(self.arena)
         self.arena += h.to_bytes(8, "little") + value.to_bytes(4, "little")
         self.arena += len(key).to_bytes(4, "little") + key
         self.tags[j] = t
-        return "reused" if free is not None else "new"
 
     def delete(self, key):
         """Remove ``key`` if present; return whether it was."""
