@@ -439,3 +439,114 @@ def test_fit_table_behaves_like_a_dict(initial, batches, load_factor, seed):
     want = [model.d[k] for k in model.d] + [model.d.get(k + b"?", -1) for k in model.d]
     assert t.lookup(*pack_keys(probes)).tolist() == want
 
+
+# -- FitTable: the shared append-only arena --------------------------------------------------
+
+def _check_all(tables):
+    for table, want in tables:
+        assert _dict_of(table) == want
+        assert table.lookup(*pack_keys(list(want))).tolist() == list(want.values())
+        table._check_invariants()
+
+
+def test_updates_share_the_arena_and_a_value_change_is_invisible_to_the_older_table():
+    t0 = FitTable.build([b"a", b"bb", b"ccc"], [1, 2, 3]).freeze()
+    t1 = t0.updated([(b"bb", 20), (b"d", 4)], []).freeze()
+    assert t1._shared is t0._shared and t1._arena_len > t0._arena_len
+    assert t0.get(b"bb") == 2 and t1.get(b"bb") == 20
+    # The old entry stays for t0 and is dead to t1; the batch's new entry could change in place.
+    assert t1.stats()["dead_bytes"] == 16 + 2
+    t2 = t1.updated([(b"bb", 20), (b"a", 1)], [])
+    assert t2._arena_len == t1._arena_len and t2.stats()["dead_bytes"] == 18, "unchanged values append nothing"
+    t3 = t2.updated([(b"e", 5), (b"e", 6), (b"a", 7), (b"a", 8)], [])
+    assert t3.stats()["dead_bytes"] == 18 + 17 and t3._arena_len == t2._arena_len + 17 + 17
+    _check_all([(t0, {b"a": 1, b"bb": 2, b"ccc": 3}), (t1, {b"a": 1, b"bb": 20, b"ccc": 3, b"d": 4}),
+                (t3, {b"a": 8, b"bb": 20, b"ccc": 3, b"d": 4, b"e": 6})])
+
+
+def test_a_frozen_table_is_read_only_but_its_successor_still_appends():
+    t = FitTable.build([b"a"], [1]).freeze()
+    t2 = t.updated([(b"b", 2)], []).freeze()
+    assert t2._shared is t._shared and t._shared.buf.flags.writeable
+    for table in (t, t2):
+        for a in (table._tags, table._refs, table._arena):
+            with pytest.raises(ValueError, match="read-only"):
+                a[0] = 1
+    assert t.get(b"b") is None and t2.get(b"b") == 2
+
+
+def test_a_fork_copies_and_disturbs_neither_the_newer_nor_the_older_table():
+    keys = [b"k%03d" % i for i in range(50)]
+    t0 = FitTable.build(keys, range(50)).freeze()
+    t1 = t0.updated([(b"k001", 100), (b"new1", 1)], [b"k002"]).freeze()
+    t2 = t1.updated([(b"k003", 300), (b"new2", 2)], []).freeze()
+    # t1 is no longer the head: updating it again must not append behind t2's entries.
+    fork = t1.updated([(b"k003", 333), (b"k004", 444), (b"new3", 3)], [b"new1"]).freeze()
+    assert fork._shared is not t1._shared and t2._shared is t1._shared
+    t3 = t2.updated([(b"k004", 400), (b"new4", 4)], [])  # the head still appends
+    assert t3._shared is t2._shared
+    fork2 = t0.updated([(b"k001", 111)], [])
+    m0 = dict(zip(keys, range(50)))
+    m1 = {**m0, b"k001": 100, b"new1": 1}
+    del m1[b"k002"]
+    m2 = {**m1, b"k003": 300, b"new2": 2}
+    mf = {**m1, b"k003": 333, b"k004": 444, b"new3": 3}
+    del mf[b"new1"]
+    _check_all([(t0, m0), (t1, m1), (t2, m2), (fork, mf), (t3, {**m2, b"k004": 400, b"new4": 4}),
+                (fork2, {**m0, b"k001": 111})])
+
+
+def test_old_tables_keep_answering_after_many_updates_on_the_head():
+    rng = np.random.default_rng(5)
+    keys = [b"sess-%07d" % i for i in range(2000)]
+    t = FitTable.build(keys, range(2000)).freeze()
+    model = dict(zip(keys, range(2000)))
+    tables, arenas = [(t, dict(model))], {id(t._shared)}
+    for step in range(200):
+        ups = [(keys[i], int(v)) for i, v in zip(rng.integers(0, 2000, 8), rng.integers(0, 10**6, 8))]
+        ups.append((b"add-%03d" % step, step))
+        dels = [keys[int(rng.integers(0, 2000))]]
+        t = t.updated(ups, dels).freeze()
+        model.update(ups)
+        for k in dels:
+            model.pop(k, None)
+        tables.append((t, dict(model)))
+        arenas.add(id(t._shared))
+    # Appending instead of copying: the arena was copied only when its headroom ran out.
+    assert len(arenas) <= 3, f"{len(arenas)} arenas for 201 tables"
+    _check_all(tables[::20] + tables[-3:])
+
+
+def test_dead_bytes_from_value_changes_are_reclaimed_by_the_rebuild_rule():
+    keys = [b"%03d-" % i + b"x" * 200 for i in range(100)]
+    t = first = FitTable.build(keys, range(100)).freeze()
+    live = first._arena_len
+    rebuilt_at = []
+    for step in range(1, 120):
+        t = t.updated([(k, step) for k in keys], []).freeze()
+        dead = t.stats()["dead_bytes"]
+        if dead == 0:
+            rebuilt_at.append(step)
+        # Rebuilt once dead bytes pass max(half the arena, 1 MiB): the arena stays bounded.
+        assert dead <= max(t._arena_len // 2, 1 << 20) + live
+        assert t._arena_len <= (1 << 21) + 2 * live
+    assert rebuilt_at, "the rebuild rule never fired"
+    assert t._shared is not first._shared
+    _check_all([(first, dict(zip(keys, range(100)))), (t, dict.fromkeys(keys, 119))])
+
+
+@settings(max_examples=60, deadline=None)
+@given(initial=st.dictionaries(keys_st, st.integers(0, 3), max_size=20),
+       steps=st.lists(st.tuples(st.integers(0, 2**16), st.lists(st.tuples(keys_st, st.integers(0, 3)), max_size=8),
+                                st.lists(keys_st, max_size=4), st.booleans()), max_size=12))
+def test_any_table_of_a_forking_history_behaves_like_its_dict(initial, steps):
+    t = FitTable.build(list(initial), list(initial.values()))
+    history = [(t, dict(initial))]
+    for parent, upserts, deletes, freeze in steps:
+        base, model = history[parent % len(history)]
+        new = base.updated(upserts, deletes)
+        if freeze:
+            new.freeze()
+        model = DictModel(model).updated(upserts, deletes).d
+        history.append((new, model))
+    _check_all(history)

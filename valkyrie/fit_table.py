@@ -4,6 +4,13 @@ A table is immutable once published: ``updated()`` and ``rebuilt()`` return new
 tables (copy-on-write) and never touch ``self``, so RCU readers of the old snapshot
 keep a consistent view. ``freeze()`` makes that a hard guarantee.
 
+The key arena is shared, append-only, by a table and the tables ``updated()`` derives
+from it: each holds a view of the arena's first ``arena_len`` bytes, and only the newest
+(the arena's head) appends past its own length, where no older view reaches. A changed
+value gets a fresh entry (the old one stays for older readers and counts as dead), so a
+batch costs a copy of tags and refs (5 bytes per slot) plus its own entries. Updating an
+older table, or a head whose arena is full, copies the arena first.
+
 >>> t = FitTable.build([b"job-1", b"job-2"], [0, 7])
 >>> t.get(b"job-2"), t.get(b"job-3")
 (7, None)
@@ -18,6 +25,9 @@ Each table counts its own lookups from zero (``updated()``/``rebuilt()`` tables 
 whoever exports ``_total`` metrics adds a retired table's final counts to a base.
 """
 
+import itertools
+import threading
+
 import numpy as np
 
 from jit import fit as _k
@@ -30,6 +40,7 @@ _ARENA_LIMIT = 2**32  # arena offsets are uint32
 _PREFETCH_DEPTH = 4  # keys between hashing and probing in the lookup pipeline
 _MAX_VALUE = 2**31 - 1
 _SEED_LIMIT = 2**64
+_generations = itertools.count(1)
 
 
 def _is_power_of_two(n):
@@ -115,19 +126,40 @@ def _query(data, offsets):
     return readonly(data), readonly(offsets)
 
 
+class _Arena:
+    """Append-only key entries shared by a chain of tables; only the head table may append.
+
+    ``head`` is the generation of the table whose arena length ends the written bytes (0: none).
+    """
+
+    __slots__ = ("buf", "head", "lock")
+
+    def __init__(self, size):
+        self.buf = np.empty(max(size, 1), dtype=np.uint8)
+        self.head = 0
+        self.lock = threading.Lock()
+
+
+def _with_headroom(need, used):
+    # Room for later batches to append before the next copy (small tables too); pages never
+    # written cost no memory.
+    return min(max(need, used + used // 2 + 4096), _ARENA_LIMIT - 1)
+
+
 class FitTable:
     """Immutable exact-match table: byte-string keys -> int32 values (>= 0)."""
 
-    __slots__ = ("_tags", "_refs", "_arena", "_arena_len", "_dead", "_n", "_tombstones",
-                 "_seed", "_load_factor", "_counters")
+    __slots__ = ("_tags", "_refs", "_shared", "_arena", "_arena_len", "_dead", "_n", "_tombstones",
+                 "_seed", "_load_factor", "_counters", "_gen")
 
-    def __init__(self, tags, refs, arena, arena_len, n, *, tombstones, dead, seed, load_factor,
+    def __init__(self, tags, refs, shared, arena_len, n, *, tombstones, dead, seed, load_factor,
                  counters):
         # Internal: use build(), updated() or rebuilt().
         self._tags = tags
         self._refs = refs
-        self._arena = arena
-        self._arena_len = arena_len
+        self._shared = shared
+        self._set_arena_len(arena_len)
+        self._gen = next(_generations)
         self._n = n
         self._tombstones = tombstones
         self._dead = dead
@@ -135,15 +167,23 @@ class FitTable:
         self._load_factor = load_factor
         self._counters = counters
 
+    def _set_arena_len(self, arena_len):
+        # Readers get a view of our own bytes only: the head appends past them into the same buffer.
+        self._arena_len = arena_len
+        self._arena = self._shared.buf[:arena_len]
+
     # -- construction -----------------------------------------------------------------
 
     @classmethod
     def _empty(cls, capacity, arena_room, *, seed, load_factor):
         if arena_room >= _ARENA_LIMIT:
             raise ValueError(f"keys need {arena_room} arena bytes; a FIT holds at most 4 GiB")
-        return cls(np.zeros(capacity, dtype=np.uint8), np.zeros(capacity, dtype=np.uint32),
-                   np.empty(max(arena_room, 1), dtype=np.uint8), 0, 0, tombstones=0, dead=0,
-                   seed=seed, load_factor=load_factor, counters=np.zeros(4, dtype=np.int64))
+        shared = _Arena(_with_headroom(arena_room, arena_room))
+        table = cls(np.zeros(capacity, dtype=np.uint8), np.zeros(capacity, dtype=np.uint32),
+                    shared, 0, 0, tombstones=0, dead=0, seed=seed, load_factor=load_factor,
+                    counters=np.zeros(4, dtype=np.int64))
+        shared.head = table._gen
+        return table
 
     @classmethod
     def build(cls, keys, values, *, load_factor=0.75, capacity=None, seed=0):
@@ -159,18 +199,19 @@ class FitTable:
         cap = _capacity_for(len(keys), lf, capacity)
         data, offsets = _packed(keys)
         table = cls._empty(cap, data.size + _k.HEADER * len(keys), seed=seed, load_factor=lf)
-        table._insert(data, offsets, vals)
+        table._insert(data, offsets, vals, 0)
         return table
 
-    def _insert(self, data, offsets, values):
-        # Nothing else reads this table's arena yet: any entry may change in place (mutable_from 0).
-        arena_len, added, reused, _dead = _k.fit_insert(self._tags, self._refs, self._arena, self._arena_len, 0,
-                                                        data, offsets, values, np.uint64(self._seed))
+    def _insert(self, data, offsets, values, mutable_from):
+        arena_len, added, reused, dead = _k.fit_insert(
+            self._tags, self._refs, self._shared.buf, self._arena_len, mutable_from,
+            data, offsets, values, np.uint64(self._seed))
         # The geometry checks in build()/updated() keep an EMPTY slot on every path.
         assert added >= 0, "FIT insert found no free slot"
-        self._arena_len = int(arena_len)
+        self._set_arena_len(int(arena_len))
         self._n += int(added)
         self._tombstones -= int(reused)
+        self._dead += int(dead)
 
     def _delete(self, data, offsets):
         removed, delta, freed = _k.fit_delete(self._tags, self._refs, self._arena, data, offsets,
@@ -185,25 +226,39 @@ class FitTable:
         assert n == self._n, "FIT entry count drifted from its arrays"
         new = FitTable._empty(capacity, int(live) + arena_room, seed=self._seed,
                               load_factor=load_factor)
-        new._arena_len = int(_k.fit_rebuild(tags, refs, arena, new._tags, new._refs, new._arena))
+        new._set_arena_len(int(_k.fit_rebuild(tags, refs, arena, new._tags, new._refs, new._shared.buf)))
         new._n = self._n
         return new
 
-    def _copied(self, arena_room):
-        if self._arena_len + arena_room >= _ARENA_LIMIT:
+    def _claim(self, arena_room):
+        """The arena this update may append to: ours if we are its head and it has room, else a copy."""
+        need = self._arena_len + arena_room
+        if need >= _ARENA_LIMIT:
             raise ValueError("keys need more than the 4 GiB a FIT arena holds")
-        arena = np.empty(max(self._arena_len + arena_room, 1), dtype=np.uint8)
-        arena[:self._arena_len] = self._arena[:self._arena_len]
-        return FitTable(self._tags.copy(), self._refs.copy(), arena, self._arena_len, self._n,
-                        tombstones=self._tombstones, dead=self._dead, seed=self._seed,
-                        load_factor=self._load_factor, counters=np.zeros(4, dtype=np.int64))
+        shared = self._shared
+        with shared.lock:
+            if shared.head == self._gen and need <= shared.buf.size:
+                # Claimed: no other update may append until the new table becomes the head.
+                shared.head = 0
+                return shared
+        copy = _Arena(_with_headroom(need, self._arena_len))
+        copy.buf[:self._arena_len] = self._arena
+        return copy
+
+    def _derived(self, arena_room):
+        """A writable successor sharing (or copying) the arena; its batch may rewrite only its own entries."""
+        table = FitTable(self._tags.copy(), self._refs.copy(), self._claim(arena_room), self._arena_len,
+                         self._n, tombstones=self._tombstones, dead=self._dead, seed=self._seed,
+                         load_factor=self._load_factor, counters=np.zeros(4, dtype=np.int64))
+        table._shared.head = table._gen
+        return table
 
     def updated(self, upserts, deletes):
         """Return a new table with ``upserts`` ((bytes, int) pairs) applied, then ``deletes``.
 
-        Absent deletes are ignored. ``self`` is never modified. Small batches copy the
-        arrays and insert in place; the table doubles when the load factor would be
-        exceeded and is rebuilt at its size when tombstones or dead key bytes pile up.
+        Absent deletes are ignored. ``self`` is never modified. Small batches copy tags
+        and refs and append to the shared arena; the table doubles when the load factor
+        would be exceeded and is rebuilt at its size when tombstones or dead key bytes pile up.
         """
         upserts = list(upserts)
         ukeys = _as_keys([kv[0] for kv in upserts], "upserts key")
@@ -220,9 +275,11 @@ class FitTable:
         if grown != cap or used > cap * _high_water(lf) or self._dead > max(self._arena_len // 2, 1 << 20):
             table = self._rebuilt_into(grown, room, lf)
         else:
-            table = self._copied(room)
+            table = self._derived(room)
         if ukeys:
-            table._insert(udata, uoffsets, uvals)
+            # A shared arena's entries before this batch may be read by older tables: never rewrite them.
+            shared = table._shared is self._shared
+            table._insert(udata, uoffsets, uvals, table._arena_len if shared else 0)
         if dkeys:
             ddata, doffsets = _packed(dkeys)
             table._delete(ddata, doffsets)
@@ -332,6 +389,9 @@ class FitTable:
         from jit.naive.fit import tag_of
         from jit.naive.xxh64 import xxh64_ref
         tags, cap = self._tags, self.capacity
+        assert self._arena.base is self._shared.buf and self._arena.size == self._arena_len
+        live = int(_k.fit_live_bytes(readonly(tags), readonly(self._refs), readonly(self._arena))[1])
+        assert live + self._dead == self._arena_len, f"{live} live + {self._dead} dead != {self._arena_len} arena bytes"
         seen = set()
         for key, value in self.items():
             assert key not in seen, f"duplicate live key {key!r}"
