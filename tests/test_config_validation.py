@@ -116,6 +116,14 @@ def test_every_problem_in_a_file_is_reported_at_once(tmp_path):
         assert fragment in text
 
 
+def test_a_grace_period_past_a_minute_is_refused_in_the_file_and_live():
+    assert problems({"routing": {"lockfree": {"rcu_grace_period": "60s"}}}) == []
+    assert problems({"routing": {"lockfree": {"rcu_grace_period": "1h"}}}) == [
+        "routing.lockfree.rcu_grace_period = 3600s is above the maximum 60s"]
+    with pytest.raises(ConfigError):
+        validate_updates(parse_config({}), {"routing.lockfree.rcu_grace_period": "61s"})
+
+
 def test_live_updates_are_checked_like_the_file():
     running = parse_config({})
     assert validate_updates(running, {"routing.lockfree.fit_load_factor": 0.6}) == {"routing.lockfree.fit_load_factor": 0.6}
@@ -274,6 +282,22 @@ def test_validate_config_exit_2_for_unreadable_files(tmp_path, content, fragment
         path.write_text(content)
     proc = cli("--validate-config", str(path))
     assert proc.returncode == 2 and fragment in proc.stderr and str(path) in proc.stderr, proc.stderr
+
+
+def test_validate_config_reads_the_route_files_serve_would_refuse(tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text("prefix,next_hop\n10.0.0.0/8,node-a\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prefix,next_hop\n10.0.0.0/33,node-a\n")
+    path = tmp_path / "c.toml"
+    path.write_text(render_toml({"routing": {"route_files": [str(good), str(bad), str(tmp_path / "missing.toml")]}}))
+    proc = cli("--validate-config", str(path))
+    assert proc.returncode == 2 and proc.stdout == ""
+    got = listed(proc.stderr)
+    assert len(got) == 2 and got[0].startswith(f"{bad}:2") and "cannot read" in got[1], proc.stderr
+    path.write_text(render_toml({"routing": {"route_files": [str(good)]}}))
+    proc = cli("--validate-config", str(path))
+    assert proc.returncode == 0 and "configuration is valid (1 route file, 1 routes)" in proc.stdout, proc.stderr
 
 
 def test_check_conflicts_exit_0_when_clean(tmp_path):

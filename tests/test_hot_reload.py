@@ -37,7 +37,7 @@ class Live:
         self.blocker = directory / "not-a-directory"
         self.blocker.write_text("a regular file\n")
         self.data = config_data(directory, sections={
-            "routing.lockfree": {"fit_load_factor": 0.75, "rcu_grace_period": "1h"},
+            "routing.lockfree": {"fit_load_factor": 0.75, "rcu_grace_period": "60s"},
             "logging": {"file": str(self.log_file), "performance_interval": "0.5s"},
             "performance.memory": {"enable_memory_profiling": True, "heap_profile_path": str(self.heap_file)},
         })
@@ -339,7 +339,7 @@ def test_heap_profile_failures_are_logged_and_answered(live):
 
 
 def test_sigusr2_forces_gc_rcu_reclamation_and_malloc_trim(live):
-    # rcu_grace_period = 1h: every snapshot an update retires waits for SIGUSR2.
+    # rcu_grace_period = 60s: every snapshot an update retires waits for SIGUSR2.
     for i in range(3):
         status, body = http("PUT", live.server.url + "/v1/routes", {"routes": [{"key": f"usr2-{i}", "next_hop": "node-a"}]},
                             headers=AUTH)

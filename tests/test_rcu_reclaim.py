@@ -137,8 +137,8 @@ async def put(api, key):
 
 @pytest.fixture
 async def slow_grace():
-    """A server whose grace period (1h) keeps every retired snapshot until something forces it."""
-    app = create_app(make_config(routing__lockfree={"rcu_grace_period": "1h"}))
+    """A server whose grace period (60s) keeps every retired snapshot until something forces it."""
+    app = create_app(make_config(routing__lockfree={"rcu_grace_period": "60s"}))
     async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
         await wait_ready(client)
         yield client

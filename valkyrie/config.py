@@ -84,7 +84,9 @@ SCHEMA = {
         "cra_enable_compression": _f("bool", True, "always on: the name arena is path-compressed by construction; false changes nothing"),
         "cra_initial_capacity": _f("int", 65536, "initial CRA arena slots", minimum=256),
         "cra_defrag_threshold": _f("float", 0.25, "dead/total arena slots that triggers defragmentation", minimum=0.0, maximum=1.0),
-        "rcu_grace_period": _f("duration", 0.005, "minimum time a retired snapshot is kept after readers left"),
+        # Every publish within a grace period keeps one more snapshot alive: an hour of them is unbounded memory.
+        "rcu_grace_period": _f("duration", 0.005, "minimum time a retired snapshot is kept after readers left (at most 60s)",
+                               maximum=60.0),
         "rcu_max_pending_updates": _f("int", 5000, "route changes coalesced into one snapshot", minimum=1),
         "rcu_aggressive_reclaim": _f("bool", False, "reclaim on every publish instead of on a timer"),
     },
