@@ -3,7 +3,7 @@
 import pytest
 
 from valkyrie.routes import RouteError, parse_route
-from valkyrie.writer import parse_put
+from valkyrie.writer import parse_delete, parse_put
 
 ENTRIES = [
     {"prefix": "198.51.100.0/24", "next_hop": "a"}, {"prefix": "2001:db8::/32", "next_hop": "a"},
@@ -45,3 +45,10 @@ def test_errors_name_the_first_bad_entry_as_before(bad, message):
     assert str(fast.value) == str(expected)
     assert message.replace("routes[0]", f"routes[{len(ENTRIES)}]").replace("routes[1]", f"routes[{len(ENTRIES) + 1}]") \
         in str(fast.value)
+
+
+def test_a_delete_naming_a_route_twice_says_so_instead_of_no_route():
+    body = {"routes": [{"key": "job-1"}, {"prefix": "10.0.0.0/8"}, {"prefix": "10.0.0.0/8", "next_hop": "a"}]}
+    with pytest.raises(RouteError, match=r"routes\[2\]: '10.0.0.0/8' is named twice in one batch \(also routes\[1\]\)"):
+        parse_delete(body, 100)
+    assert len(parse_delete({"routes": [{"key": "job-1"}, {"key": "job-2"}]}, 100).deletes) == 2

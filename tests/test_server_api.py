@@ -93,6 +93,7 @@ bad_requests = [
     ("PUT", "/v1/routes", b'{"routes": [{"key": "\xff\xfe", "next_hop": "node-a"}]}', 400, "malformed_json"),
     ("PUT", "/v1/routes", b'{"routes": [{"prefix": 10, "next_hop": "node-a"}]}', 400, "invalid_route"),
     ("DELETE", "/v1/routes", b'{"routes": [{"prefix": "10.0.0.0/8"}]}', 404, "route_not_found"),
+    ("DELETE", "/v1/routes", b'{"routes": [{"key": "job-42"}, {"key": "job-42"}]}', 400, "invalid_body"),
     ("POST", "/v1/route", b'{"keys": "198.51.100.7"}', 400, "invalid_body"),
     ("POST", "/v1/route", b'{"keys": [1]}', 400, "invalid_key"),
     ("POST", "/v1/route", b'{"keys": ["ok", "a\\u0000b"]}', 400, "invalid_key"),

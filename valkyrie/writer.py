@@ -128,6 +128,11 @@ def parse_delete(body, limit):
     refs = [parse_route_ref(o, f"routes[{i}]") for i, o in enumerate(_entries(body, "routes", limit))]
     if not refs:
         raise RouteError("'routes' is empty", "invalid_body")
+    # Deletes apply in order, so a second mention would find the route gone and read as "no route".
+    first = {}
+    for i, ref in enumerate(refs):
+        if (j := first.setdefault(ref, i)) != i:
+            raise RouteError(f"routes[{i}]: {ref.text!r} is named twice in one batch (also routes[{j}])", "invalid_body")
     return Batch(deletes=refs)
 
 
