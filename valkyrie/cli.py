@@ -113,12 +113,25 @@ def _overrides(args):
 
 
 def _validate(path):
+    from valkyrie.routes import RouteError, load_route_file
+
     try:
-        load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"{path}: configuration is valid")
+    # serve would refuse these at start-up, after the config passed: read them now (first problem per file).
+    problems, routes = [], 0
+    for route_file in config["routing.route_files"]:
+        try:
+            routes += len(load_route_file(route_file).routes)
+        except RouteError as exc:
+            problems.append(str(exc))
+    if problems:
+        print(f"Error: route files of {path} have problems:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+        return EXIT_USAGE
+    files = len(config["routing.route_files"])
+    print(f"{path}: configuration is valid ({files} route file{'s' if files != 1 else ''}, {routes} routes)")
     return EXIT_OK
 
 
