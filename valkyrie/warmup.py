@@ -2,9 +2,11 @@
 
 import time
 
+from valkyrie.metrics import LatencyRecorder
 from valkyrie.nodes import Node
+from valkyrie.rcu import RcuDomain
 from valkyrie.routes import parse_route
-from valkyrie.writer import Batch, RouteWriter
+from valkyrie.writer import Batch, RouteWriter, parse_delete, parse_put
 
 __all__ = ["warm_kernels"]
 
@@ -33,4 +35,19 @@ def warm_kernels():
     second = writer.build(first)
     second.resolve(_KEYS)
     writer.rebuild_fit(second, load_factor=0.5).resolve(_KEYS)
+    # The PUT body parser and the delete kernels: a first DELETE compiled fit_delete (~1s) otherwise.
+    writer.stage(parse_put({"routes": [{"prefix": "10.2.0.0/16", "next_hop": "n"}, {"key": "job-3", "next_hop": "n"}]}, 10))
+    third = writer.build(second)
+    writer.stage(parse_delete({"routes": [{"prefix": "10.1.0.0/16"}, {"prefix": "2001:db8:1::/48"}, {"prefix": "ci."},
+                                          {"key": "job-2"}]}, 10))
+    fourth = writer.build(third)
+    for table in (fourth.ipv4, fourth.ipv6, fourth.names):
+        table.defragmented()
+    # What every request and scrape runs: the latency histogram and the RCU reader scan.
+    latency = LatencyRecorder()
+    latency.observe(1e-5)
+    latency.quantiles()
+    rcu = RcuDomain()
+    rcu.publish(fourth)
+    rcu.stats()
     return time.perf_counter() - started
