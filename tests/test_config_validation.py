@@ -57,7 +57,7 @@ MESSAGES = [
     ({"performance": {"memory": {"max_heap_size": "-4GB"}}}, "performance.memory.max_heap_size: size '-4GB' is negative"),
     ({"caching": {"policies": {"max_cache_memory": "2 gigs"}}},
      "caching.policies.max_cache_memory: '2 gigs' is not a size; write a number and one of B, KB, MB, GB, TB (or KiB, MiB, GiB, TiB)"),
-    ({"logging": {"performance_interval": "0s"}}, "logging.performance_interval = 0us is below the minimum 100ms"),
+    ({"logging": {"performance_interval": "0s"}}, "logging.performance_interval = 0s is below the minimum 100ms"),
     ({"routing": {"lockfree": {"cra_defrag_threshold": 1.5}}}, "routing.lockfree.cra_defrag_threshold = 1.5 is above the maximum 1.0"),
     ({"observability": {"metrics": {"path": "metrics"}}}, "observability.metrics.path = 'metrics' must start with '/'"),
     ({"server": 8080}, "[server] must be a table of keys, got server = 8080"),

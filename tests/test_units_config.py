@@ -3,7 +3,7 @@
 import pytest
 
 from valkyrie.config import ConfigError, DEFAULT_CONFIG_PATH, load_config, parse_config
-from valkyrie.units import parse_duration, parse_size
+from valkyrie.units import format_duration, parse_duration, parse_size
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -17,6 +17,12 @@ def test_durations(text, seconds):
 def test_bad_durations_name_the_value(bad, fragment):
     with pytest.raises(ValueError, match=fragment):
         parse_duration(bad)
+
+
+@pytest.mark.parametrize("seconds, text", [(0, "0s"), (8.2e-05, "82us"), (0.005, "5ms"), (60.0, "60s"), (1e-7, "0.1us")])
+def test_durations_are_shown_as_written_shortest(seconds, text):
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text, size", [("4GB", 4 * 10**9), ("2GiB", 2 * 2**30), ("512MB", 512 * 10**6), (1024, 1024), ("10", 10)])

@@ -50,6 +50,8 @@ def parse_size(value):
 
 def format_duration(seconds):
     """Shortest readable form of a duration in seconds: ``format_duration(8.2e-05) == "82us"``."""
+    if seconds == 0:
+        return "0s"  # not "0us", as if zero were a microsecond quantity
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
         if seconds >= scale or unit == "us":
             value = seconds / scale
