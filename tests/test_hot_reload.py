@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -194,6 +195,25 @@ def test_fit_load_factor_edit_applies_without_restart_while_lookups_continue(liv
     assert before["epoch"] in epochs and max(epochs) >= after["epoch"]
     live.server.wait_for_line(r"INFO valkyrie\.hot\.reload: hot\.reload of .* \(file watch\): validation passed, "
                               r"applied routing\.lockfree\.fit_load_factor=0\.6")
+
+
+def test_a_save_in_two_writes_is_read_once_whole_not_half_way(live):
+    ok = metric(live.server, "valkyrie_config_reloads_total", '{result="ok"}')
+    data = {name: dict(values) for name, values in live.data.items()}
+    data["routing.lockfree"]["fit_load_factor"] = 0.65
+    # Truncate in place, then write: the watcher wakes on the truncation but must not load an empty
+    # file (a valid config of defaults) before the content arrives.
+    with open(live.path, "w") as f:
+        f.flush()
+        os.fsync(f.fileno())
+        time.sleep(0.03)
+        f.write(render_toml(data))
+    status = live.wait_value(LF, 0.65, trigger="file watch")
+    assert status["last_reload"]["result"] == "ok"
+    assert metric(live.server, "valkyrie_config_reloads_total", '{result="ok"}') == ok + 1
+    assert not [line for line in live.server.lines if "routing.lockfree.fit_load_factor=0.75" in line and "applied" in line]
+    live.replace()  # back to the fixture's file for the tests after this one
+    live.wait_value(LF, 0.75)
 
 
 def test_broken_file_is_rejected_logged_counted_and_the_old_config_keeps_serving(live):
