@@ -6,11 +6,9 @@ import ipaddress
 import os
 from pathlib import Path
 
-import orjson
-
 from valkyrie.cache import warm
 from valkyrie.config import ConfigError
-from valkyrie.http_errors import read_body
+from valkyrie.http_errors import ApiError, parse_json, read_body
 from valkyrie.maintenance import force_reclaim, write_heap_profile
 from valkyrie.reload import reload_config
 from valkyrie.routes import RouteError
@@ -77,14 +75,14 @@ def check_token(request, token):
     return None
 
 
-def add_admin_routes(app, state_key, json_response, api_error):
+def add_admin_routes(app, state_key, json_response):
     """Register the admin endpoints on ``app``."""
 
     async def reload(request):
         st = request.app[state_key]
         result = await reload_config(st, "POST /admin/reload")
         if result["result"] != "ok":
-            raise api_error(422, "config_invalid", result["error"])
+            raise ApiError(422, "config_invalid", result["error"])
         return json_response(result)
 
     async def gc(request):
@@ -97,7 +95,7 @@ def add_admin_routes(app, state_key, json_response, api_error):
         try:
             path = await loop.run_in_executor(None, write_heap_profile, request.app[state_key])
         except OSError as exc:
-            raise api_error(500, "heap_profile_failed", f"cannot write the heap profile: {exc}") from None
+            raise ApiError(500, "heap_profile_failed", f"cannot write the heap profile: {exc}") from None
         return json_response({"path": str(path)})
 
     async def get_tuning(request):
@@ -105,36 +103,30 @@ def add_admin_routes(app, state_key, json_response, api_error):
 
     async def patch_tuning(request):
         st = request.app[state_key]
-        try:
-            raw = await read_body(request, st.config)
-            if not raw:
-                raise api_error(400, "invalid_body", "request body is empty; send a JSON object of tunables")
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise api_error(400, "malformed_json", f"malformed JSON: {exc}") from None
+        body = parse_json(await read_body(request, st.config), "request body is empty; send a JSON object of tunables")
         try:
             view = await apply_tuning(st, body)
         except ConfigError as exc:
-            raise api_error(400, "invalid_tuning", "; ".join(exc.problems)) from None
+            raise ApiError(400, "invalid_tuning", "; ".join(exc.problems)) from None
         except NotReady as exc:
-            raise api_error(503, "not_ready", str(exc)) from None
+            raise ApiError(503, "not_ready", str(exc)) from None
         return json_response({"epoch": st.rcu.current.epoch if st.rcu.ready else 0, "tuning": view})
 
     async def cache_warmup(request):
         st = request.app[state_key]
         if not st.ready:
-            raise api_error(503, "not_ready", "route tables are not loaded yet")
-        keys, source = _warmup_keys(await read_body(request, st.config), st, api_error), "body"
+            raise ApiError(503, "not_ready", "route tables are not loaded yet")
+        keys, source = _warmup_keys(await read_body(request, st.config), st), "body"
         if keys is None:
             # No body: replay the recent single lookups, most recent last so they stay cached longest.
             keys, source = list(dict.fromkeys(st.recent)), "recent"
         if st.cache.size == 0:
-            raise api_error(409, "cache_disabled", "the route cache is off (route_cache_size = 0); "
+            raise ApiError(409, "cache_disabled", "the route cache is off (route_cache_size = 0); "
                                                    "PATCH /admin/tuning {\"route_cache_size\": 50000} first")
         try:
             result = warm(st.cache, st.rcu, keys)
         except RouteError as exc:
-            raise api_error(400, "invalid_key", str(exc)) from None
+            raise ApiError(400, "invalid_key", str(exc)) from None
         return json_response({**result, "source": source, "entries": len(st.cache)})
 
     app.router.add_get("/admin/tuning", get_tuning)
@@ -146,20 +138,17 @@ def add_admin_routes(app, state_key, json_response, api_error):
     return app
 
 
-def _warmup_keys(raw, st, api_error):
+def _warmup_keys(raw, st):
     """Keys from a ``{"keys": [...]}`` body, or None for an empty body (use the recent sample)."""
     if not raw.strip():
         return None
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise api_error(400, "malformed_json", f"malformed JSON: {exc}") from None
+    body = parse_json(raw)
     if not isinstance(body, dict) or set(body) != {"keys"}:
-        raise api_error(400, "invalid_body", 'body must be {"keys": ["198.51.100.7", ...]}, or empty to replay '
-                                             "recent lookups")
+        raise ApiError(400, "invalid_body", 'body must be {"keys": ["198.51.100.7", ...]}, or empty to replay '
+                                            "recent lookups")
     keys = body["keys"]
     if not isinstance(keys, list) or not keys:
-        raise api_error(400, "invalid_body", f"'keys' must be a non-empty list of strings, got {keys!r:.60}")
+        raise ApiError(400, "invalid_body", f"'keys' must be a non-empty list of strings, got {keys!r:.60}")
     if len(keys) > st.max_keys:
-        raise api_error(413, "batch_too_large", f"'keys' has {len(keys)} entries; at most {st.max_keys} per request")
+        raise ApiError(413, "batch_too_large", f"'keys' has {len(keys)} entries; at most {st.max_keys} per request")
     return keys

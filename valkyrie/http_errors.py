@@ -1,4 +1,4 @@
-"""What the HTTP handlers share for bad input: the JSON-answered ``ApiError`` and reading a request body safely.
+"""What the HTTP handlers share for bad input: the JSON-answered ``ApiError``, reading a request body safely, decoding it.
 
 A body is read with the limits a client cannot dodge: a declared length over
 ``max_body_size`` is refused before reading (413), a body that stalls is cut off
@@ -8,10 +8,11 @@ and one that cannot be decoded (a bad ``Content-Encoding``) is a 400, not a 500.
 
 import asyncio
 
+import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 
-__all__ = ["ApiError", "read_body"]
+__all__ = ["ApiError", "read_body", "parse_json"]
 
 
 class ApiError(Exception):
@@ -40,3 +41,13 @@ async def read_body(request, config):
         encoding = request.headers.get("Content-Encoding")
         how = f" with Content-Encoding {encoding!r}" if encoding else ""
         raise ApiError(400, "invalid_body", f"request body could not be decoded{how}: {exc.__cause__ or exc}") from None
+
+
+def parse_json(raw, empty="request body is empty; send a JSON object"):
+    """``raw`` decoded as JSON, or the 400 a client gets for an empty (``empty`` says what to send) or malformed body."""
+    if not raw:
+        raise ApiError(400, "invalid_body", empty)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "malformed_json", f"malformed JSON: {exc}") from None

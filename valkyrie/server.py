@@ -23,7 +23,7 @@ from aiohttp import web
 from valkyrie.admin import add_admin_routes, check_token, load_admin_token, requires_token
 from valkyrie.cache import RouteCache, encoded
 from valkyrie.config import Config, display_value
-from valkyrie.http_errors import ApiError, read_body
+from valkyrie.http_errors import ApiError, parse_json, read_body
 from valkyrie.export import ViewCache, parse_query, stream_routes
 from valkyrie.logs import configure_logging
 from valkyrie.maintenance import set_memory_profiling, watch_memory
@@ -202,13 +202,7 @@ def _error_body(code, message):
 
 
 async def _json_body(request):
-    raw = await read_body(request, request.app[STATE].config)
-    if not raw:
-        raise ApiError(400, "invalid_body", "request body is empty; send a JSON object")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "malformed_json", f"malformed JSON: {exc}") from None
+    return parse_json(await read_body(request, request.app[STATE].config))
 
 
 def _route_error(exc):
@@ -417,13 +411,7 @@ PARSE_IN_THREAD_BYTES = 64 * 1024
 
 
 def _parse_put_body(raw, limit):
-    if not raw:
-        raise ApiError(400, "invalid_body", "request body is empty; send a JSON object")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "malformed_json", f"malformed JSON: {exc}") from None
-    return parse_put(body, limit)
+    return parse_put(parse_json(raw), limit)
 
 
 async def put_routes(request):
@@ -682,7 +670,7 @@ def create_app(config: Config, *, state=None) -> web.Application:
     app.router.add_delete("/v1/routes", delete_routes)
     app.router.add_get("/config/status", config_status)
     app.router.add_post("/admin/routes/reload", reload_routes)
-    add_admin_routes(app, STATE, _json, ApiError)
+    add_admin_routes(app, STATE, _json)
     app.cleanup_ctx.append(_background)
     return app
 
