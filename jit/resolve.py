@@ -161,17 +161,12 @@ def resolve(data, offsets,
 
 
 @kernel(nogil=False)
-def resolve_key(key,
-                fit_tags, fit_refs, fit_arena, fit_seed, fit_stats, fit_depth,
-                v4_root, v4_slots, v4_value, v4_plen,
-                v6_root, v6_slots, v6_value, v6_plen,
-                nm_root, nm_slots, nm_nroute, nm_skip_off, nm_skip_len, nm_skipb,
-                nm_value, nm_plen, nm_rule_off, nm_rule_bytes,
-                default, with_text, hexdigits):
+def resolve_key(key, *tables):
     """``resolve`` for one key given as ``bytes``: ``(node, match, plen, text)``.
 
-    Packing a single key into numpy arrays in Python cost more than the lookup itself
-    once caches are cold (a server between requests); here it is two small allocations.
+    ``tables`` are ``resolve``'s arguments after ``offsets``. Packing a single key into numpy
+    arrays in Python cost more than the lookup itself once caches are cold (a server between
+    requests); here it is two small allocations.
     """
     n = len(key)
     data = np.empty(max(n, 1), np.uint8)
@@ -180,8 +175,5 @@ def resolve_key(key,
     offsets = np.empty(2, np.int64)
     offsets[0] = 0
     offsets[1] = n
-    cols, text = resolve(data, offsets, fit_tags, fit_refs, fit_arena, fit_seed, fit_stats, fit_depth,
-                         v4_root, v4_slots, v4_value, v4_plen, v6_root, v6_slots, v6_value, v6_plen,
-                         nm_root, nm_slots, nm_nroute, nm_skip_off, nm_skip_len, nm_skipb,
-                         nm_value, nm_plen, nm_rule_off, nm_rule_bytes, default, with_text, hexdigits)
+    cols, text = resolve(data, offsets, *tables)
     return cols[0, 0], cols[1, 0], cols[2, 0], text
