@@ -12,7 +12,7 @@ import numpy as np
 
 from jit._policy import kernel
 
-__all__ = ["bucket_of", "record", "record_in", "quantile", "upper_edges"]
+__all__ = ["bucket_of", "record_in", "quantile", "upper_edges"]
 
 
 @kernel
@@ -29,12 +29,6 @@ def bucket_of(value, base, sub, nbuckets):
     if b > nbuckets - 1:
         b = nbuckets - 1
     return b
-
-
-@kernel
-def record(counts, value, base, sub):
-    """Add one observation of ``value`` to ``counts`` in place."""
-    counts[bucket_of(value, base, sub, counts.shape[0])] += 1
 
 
 @kernel(nogil=False)  # on every request's path: see jit.resolve
