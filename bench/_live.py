@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))
 from bench_http import sample_addresses, start_server, wait_ready  # noqa: E402
 from run_all import versions  # noqa: E402
 
-__all__ = ["Recorder", "KeyRing", "server_config", "exact_routes", "start_server", "wait_ready", "sample_addresses",
+__all__ = ["Recorder", "KeyRing", "merge_windows", "server_config", "exact_routes", "start_server", "wait_ready", "sample_addresses",
            "Histogram", "scrape", "single_lookups", "rss_bytes", "busy_note", "stop"]
 
 BUDGET_US = 82.0
@@ -147,6 +147,12 @@ class Histogram:
     @staticmethod
     def count(delta):
         return int(sum(c for _, c in delta))
+
+
+def merge_windows(windows):
+    """Reader windows ``(server histogram delta, client latencies, errors, ...)`` as one ``(delta, latencies, errors)``."""
+    delta = [(le, sum(w[0][i][1] for w in windows)) for i, (le, _) in enumerate(windows[0][0])]
+    return delta, np.concatenate([w[1] for w in windows]), sum(w[2] for w in windows)
 
 
 async def scrape(session, metrics_url):

@@ -26,8 +26,8 @@ import time
 import aiohttp
 import numpy as np
 
-from _live import (BUDGET_US, Histogram, KeyRing, Recorder, busy_note, exact_routes, metric, sample_addresses, scrape,
-                   server_config, single_lookups, start_server, stop, us, wait_ready)
+from _live import (BUDGET_US, Histogram, KeyRing, Recorder, busy_note, exact_routes, merge_windows, metric,
+                   sample_addresses, scrape, server_config, single_lookups, start_server, stop, us, wait_ready)
 
 LOAD_FACTORS = (0.45, 0.75)
 READ_RATE = 2000  # lookups/s offered in both phases: latency at a steady load, not a saturated client's
@@ -71,8 +71,7 @@ async def window(session, base, metrics_url, ring, seconds, rebuilding):
 
 def merged(windows):
     """One (server delta, latencies, errors, rebuilds) from several windows."""
-    delta = [(le, sum(w[0][i][1] for w in windows)) for i, (le, _) in enumerate(windows[0][0])]
-    return delta, np.concatenate([w[1] for w in windows]), sum(w[2] for w in windows), [r for w in windows for r in w[3]]
+    return (*merge_windows(windows), [r for w in windows for r in w[3]])
 
 
 async def run(args, out):

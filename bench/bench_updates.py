@@ -31,8 +31,8 @@ import aiohttp
 import numpy as np
 import orjson
 
-from _live import (GENERATED, Histogram, KeyRing, Recorder, busy_note, metric, rss_bytes, sample_addresses, scrape,
-                   server_config, single_lookups, start_server, stop, us, wait_ready)
+from _live import (GENERATED, Histogram, KeyRing, Recorder, busy_note, merge_windows, metric, rss_bytes,
+                   sample_addresses, scrape, server_config, single_lookups, start_server, stop, us, wait_ready)
 
 BATCH = 5000
 EXACT_PER_BATCH = 1000
@@ -150,13 +150,7 @@ async def update_phase(session, base, metrics_url, pid, ring, bodies, target, ra
                f"{grew('valkyrie_rcu_epoch'):.0f}, CRA defragmentations {grew('valkyrie_cra_defragmentations_total', v4):.0f}, "
                f"pending at end {metric(after, 'valkyrie_rcu_pending_snapshots'):.0f}")
     return {"rate": applied / elapsed, "failed": failed, "summary": summary, "samples": samples,
-            "readers": merged(busy), "idle": merged(idle) if idle else None}
-
-
-def merged(windows):
-    """Reader windows as one (server histogram delta, client latencies, errors)."""
-    delta = [(le, sum(w[0][i][1] for w in windows)) for i, (le, _) in enumerate(windows[0][0])]
-    return delta, np.concatenate([w[1] for w in windows]), sum(w[2] for w in windows)
+            "readers": merge_windows(busy), "idle": merge_windows(idle) if idle else None}
 
 
 async def run(args, out):
