@@ -106,6 +106,18 @@ def _parse_routes(items):
     return [fast[i] if i in fast else parse_route(o, f"routes[{i}]") for i, o in enumerate(items)]
 
 
+def _unknown_hop(node_id, where):
+    return RouteError(f"{where}: unknown next hop {node_id!r}; declare it under 'nodes' first", "unknown_next_hop")
+
+
+def _hop(index, node_id, where):
+    """The node index of ``node_id`` in ``index`` (a ``NodeTable.index``), or a ``RouteError`` naming ``where``."""
+    idx = index.get(node_id)
+    if idx is None:
+        raise _unknown_hop(node_id, where)
+    return idx
+
+
 def _apply(ops, table, undo, changed):
     """Set ``ops`` (key -> node index, None: delete) in ``table``; note old values in ``undo`` and,
     per family, the new ones in ``changed`` (either may be None)."""
@@ -195,25 +207,17 @@ class RouteWriter:
 
     # ---- validation and staging ------------------------------------------------------------
 
-    def _node_index(self, node_id, batch_nodes, where):
-        if node_id in batch_nodes:
-            return batch_nodes[node_id]
-        idx = self.nodes.index.get(node_id)
-        if idx is None:
-            raise RouteError(f"{where}: unknown next hop {node_id!r}; declare it under 'nodes' first", "unknown_next_hop")
-        return idx
-
     def stage(self, batch):
         """Validate ``batch`` against the current state and stage it whole, or raise ``RouteError``."""
         new_nodes = self.nodes.with_nodes(batch.nodes) if batch.nodes else self.nodes
-        batch_nodes = {n.id: new_nodes.index[n.id] for n in batch.nodes}
         # The batch's own nodes and the known ones, in one dict (indices of known ids never change).
-        hop_index = new_nodes.index.get
+        hops = new_nodes.index
+        hop_index = hops.get
         exact_ops, prefix_ops = {}, {}
         for i, route in enumerate(batch.puts):
             idx = hop_index(route.next_hop)
-            if idx is None:  # raises: unknown next hop
-                idx = self._node_index(route.next_hop, batch_nodes, batch.where[i] if batch.where else f"routes[{i}]")
+            if idx is None:
+                raise _unknown_hop(route.next_hop, batch.where[i] if batch.where else f"routes[{i}]")
             if isinstance(route, ExactRoute):
                 exact_ops[route.key] = idx
             else:
@@ -229,7 +233,7 @@ class RouteWriter:
                 prefix_ops[ref.ident] = None
         default = self.default
         if batch.default_route is not None:
-            default = self._node_index(batch.default_route, batch_nodes, batch.default_where)
+            default = _hop(hops, batch.default_route, batch.default_where)
         # Everything validated: now stage.
         u = self._undo
         if u is not None:
@@ -259,7 +263,7 @@ class RouteWriter:
                 table[key] = idx
             changed[key] = idx
         if stored.default_route is not None:
-            self.default = self._node_index(stored.default_route, {}, "route store default_route")
+            self.default = _hop(self.nodes.index, stored.default_route, "route store default_route")
 
     def reset(self):
         """Forget every route and node (before re-reading route files); the epoch keeps counting."""
