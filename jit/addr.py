@@ -8,7 +8,7 @@ import numpy as np
 
 from jit._policy import kernel
 
-__all__ = ["KIND_NAME", "KIND_IPV4", "KIND_IPV6", "parse_addresses", "parse_prefixes"]
+__all__ = ["KIND_NAME", "KIND_IPV4", "KIND_IPV6", "parse_address", "parse_addresses", "parse_prefixes"]
 
 KIND_NAME = 0
 KIND_IPV4 = 4
@@ -161,6 +161,19 @@ def _parse_ipv6(data, s, e, pstart, pend, pval, pempty):
 def _ipv6_scratch():
     """The per-part arrays ``_parse_ipv6`` works in (an address has at most 9 colon parts)."""
     return np.empty(10, np.int64), np.empty(10, np.int64), np.empty(10, np.int64), np.empty(10, np.bool_)
+
+
+@kernel
+def parse_address(data, s, e):
+    """Classify one key ``data[s:e]``: ``(kind, v4, v6hi, v6lo)`` as in ``parse_addresses``."""
+    ok, v = _parse_ipv4(data, s, e)
+    if ok:
+        return KIND_IPV4, np.uint32(v), np.uint64(0), np.uint64(0)
+    pstart, pend, pval, pempty = _ipv6_scratch()
+    ok6, hi, lo = _parse_ipv6(data, s, e, pstart, pend, pval, pempty)
+    if ok6:
+        return KIND_IPV6, np.uint32(0), hi, lo
+    return KIND_NAME, np.uint32(0), np.uint64(0), np.uint64(0)
 
 
 @kernel

@@ -43,7 +43,7 @@ __all__ = [
     "M_NODES", "M_RULES", "M_BYTES", "M_SKIP", "M_DEAD", "M_LIVE", "M_ROOT",
     "M_NODE_MUT", "M_MISSING",
     "ip_apply", "name_apply", "rebuild_index",
-    "lookup_ipv4", "lookup_ipv6", "lookup_names",
+    "lookup_ipv4", "lookup_ipv6", "lookup_names", "ipv4_find", "ipv6_find", "name_find",
 ]
 
 # Status codes returned by the update kernels.
@@ -669,47 +669,98 @@ def name_apply(slots, nroute, skip_off, skip_len, skipb, rule_value, rule_plen, 
 # Batch lookups
 # ----------------------------------------------------------------------------------------------
 
+@kernel(inline="always")
+def ipv4_find(root, slots, a):
+    """Route id of the longest prefix matching host-order address ``a`` (int64), or -1."""
+    e = root[a >> 16]
+    if e & 1 == 0:
+        e = slots[np.int64(e >> 1) * 256 + ((a >> 8) & 255)]
+        if e & 1 == 0:
+            e = slots[np.int64(e >> 1) * 256 + (a & 255)]
+    return np.int64(e >> 1)
+
+
+@kernel(inline="always")
+def ipv6_find(root, slots, h, low):
+    """Route id of the longest prefix matching the address ``(h, low)`` (host-order uint64 halves), or -1."""
+    e = root[np.int64(h >> np.uint64(48))]
+    b = 2
+    while e & 1 == 0:
+        if b < 8:
+            byte = np.int64((h >> np.uint64(56 - 8 * b)) & np.uint64(255))
+        else:
+            byte = np.int64((low >> np.uint64(120 - 8 * b)) & np.uint64(255))
+        e = slots[np.int64(e >> 1) * 256 + byte]
+        b += 1
+    return np.int64(e >> 1)
+
+
+@kernel(inline="always")
+def name_find(root_node, slots, nroute, skip_off, skip_len, skipb, rule_plen, rule_off, rule_bytes, data, ks, klen):
+    """Route id of the longest byte prefix of ``data[ks:ks+klen]`` with a route, or -1."""
+    best = -1
+    n = root_node
+    pos = 0
+    while True:
+        sl = np.int64(skip_len[n])
+        if pos + sl > klen:
+            break
+        so = skip_off[n]
+        ok = True
+        for k in range(sl):
+            if skipb[so + k] != data[ks + pos + k]:
+                ok = False
+                break
+        if not ok:
+            break
+        pos += sl
+        if nroute[n] >= 0:
+            best = nroute[n]
+        if pos == klen:
+            break
+        e = slots[n * 256 + np.int64(data[ks + pos])]
+        if e == -1:
+            break
+        if e & 1:
+            r = np.int64(e >> 1)
+            rl = np.int64(rule_plen[r]) // 8
+            if rl <= klen:
+                ro = rule_off[r]
+                ok = True
+                for k in range(pos + 1, rl):
+                    if rule_bytes[ro + k] != data[ks + k]:
+                        ok = False
+                        break
+                if ok:
+                    best = r
+            break
+        n = np.int64(e >> 1)
+        pos += 1
+    return np.int64(best)
+
+
+@kernel(inline="always")
+def _answer(r, rule_value, rule_plen, out_value, out_plen, i):
+    if r >= 0:
+        out_value[i] = rule_value[r]
+        out_plen[i] = rule_plen[r]
+    else:
+        out_value[i] = -1
+        out_plen[i] = -1
+
+
 @kernel
 def lookup_ipv4(root, slots, rule_value, rule_plen, addrs, out_value, out_plen):
     """Longest-prefix match of host-order uint32 addresses; -1/-1 where no route matches."""
     for i in range(addrs.shape[0]):
-        a = np.int64(addrs[i])
-        e = root[a >> 16]
-        if e & 1 == 0:
-            e = slots[np.int64(e >> 1) * 256 + ((a >> 8) & 255)]
-            if e & 1 == 0:
-                e = slots[np.int64(e >> 1) * 256 + (a & 255)]
-        r = e >> 1
-        if r >= 0:
-            out_value[i] = rule_value[r]
-            out_plen[i] = rule_plen[r]
-        else:
-            out_value[i] = -1
-            out_plen[i] = -1
+        _answer(ipv4_find(root, slots, np.int64(addrs[i])), rule_value, rule_plen, out_value, out_plen, i)
 
 
 @kernel
 def lookup_ipv6(root, slots, rule_value, rule_plen, hi, lo, out_value, out_plen):
     """Longest-prefix match of IPv6 addresses given as host-order uint64 halves."""
     for i in range(hi.shape[0]):
-        h = hi[i]
-        low = lo[i]
-        e = root[np.int64(h >> np.uint64(48))]
-        b = 2
-        while e & 1 == 0:
-            if b < 8:
-                byte = np.int64((h >> np.uint64(56 - 8 * b)) & np.uint64(255))
-            else:
-                byte = np.int64((low >> np.uint64(120 - 8 * b)) & np.uint64(255))
-            e = slots[np.int64(e >> 1) * 256 + byte]
-            b += 1
-        r = e >> 1
-        if r >= 0:
-            out_value[i] = rule_value[r]
-            out_plen[i] = rule_plen[r]
-        else:
-            out_value[i] = -1
-            out_plen[i] = -1
+        _answer(ipv6_find(root, slots, hi[i], lo[i]), rule_value, rule_plen, out_value, out_plen, i)
 
 
 @kernel
@@ -718,48 +769,6 @@ def lookup_names(root_node, slots, nroute, skip_off, skip_len, skipb, rule_value
     """Longest byte-prefix match of keys ``data[offsets[i]:offsets[i+1]]``."""
     for i in range(offsets.shape[0] - 1):
         ks = offsets[i]
-        klen = offsets[i + 1] - ks
-        best = -1
-        n = root_node
-        pos = 0
-        while True:
-            sl = np.int64(skip_len[n])
-            if pos + sl > klen:
-                break
-            so = skip_off[n]
-            ok = True
-            for k in range(sl):
-                if skipb[so + k] != data[ks + pos + k]:
-                    ok = False
-                    break
-            if not ok:
-                break
-            pos += sl
-            if nroute[n] >= 0:
-                best = nroute[n]
-            if pos == klen:
-                break
-            e = slots[n * 256 + np.int64(data[ks + pos])]
-            if e == -1:
-                break
-            if e & 1:
-                r = np.int64(e >> 1)
-                rl = np.int64(rule_plen[r]) // 8
-                if rl <= klen:
-                    ro = rule_off[r]
-                    ok = True
-                    for k in range(pos + 1, rl):
-                        if rule_bytes[ro + k] != data[ks + k]:
-                            ok = False
-                            break
-                    if ok:
-                        best = r
-                break
-            n = np.int64(e >> 1)
-            pos += 1
-        if best >= 0:
-            out_value[i] = rule_value[best]
-            out_plen[i] = rule_plen[best]
-        else:
-            out_value[i] = -1
-            out_plen[i] = -1
+        r = name_find(root_node, slots, nroute, skip_off, skip_len, skipb, rule_plen, rule_off, rule_bytes,
+                      data, ks, offsets[i + 1] - ks)
+        _answer(r, rule_value, rule_plen, out_value, out_plen, i)

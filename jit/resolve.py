@@ -12,10 +12,11 @@ Match codes: 0 none, 1 exact, 2 prefix, 3 default (``valkyrie.snapshot.MATCH_NAM
 import numpy as np
 
 from jit._policy import kernel
-from jit.addr import KIND_IPV4, KIND_IPV6, parse_addresses
-from jit.cra import lookup_ipv4, lookup_ipv6, lookup_names
-from jit.fit import fit_lookup
-from jit.text import format_prefixes
+from jit.addr import KIND_IPV4, KIND_IPV6, KIND_NAME, parse_address, parse_addresses
+from jit.cra import ipv4_find, ipv6_find, lookup_ipv4, lookup_ipv6, lookup_names, name_find
+from jit.fit import fit_get, fit_lookup
+from jit.tables import unpack
+from jit.text import PREFIX_TEXT_MAX, format_prefix, format_prefixes
 
 __all__ = ["resolve", "resolve_key", "NONE", "EXACT", "PREFIX", "DEFAULT"]
 
@@ -36,24 +37,18 @@ def _fill(sel, values, plens, node, match, plen):
 # microsecond-long call would hand it to the writer thread, and taking it back costs a switch
 # interval (GIL_SWITCH_SECONDS). So they keep it (see jit._policy).
 @kernel(nogil=False)
-def resolve(data, offsets,
-            fit_tags, fit_refs, fit_arena, fit_seed, fit_stats, fit_depth,
-            v4_root, v4_slots, v4_value, v4_plen,
-            v6_root, v6_slots, v6_value, v6_plen,
-            nm_root, nm_slots, nm_nroute, nm_skip_off, nm_skip_len, nm_skipb,
-            nm_value, nm_plen, nm_rule_off, nm_rule_bytes,
-            default, with_text, hexdigits):
+def resolve(data, offsets, tables, with_text, hexdigits):
     """Resolve every key ``data[offsets[i]:offsets[i+1]]`` against one snapshot's tables.
 
     Parameters
     ----------
     data, offsets : uint8[:], int64[n + 1]
         The packed keys (``valkyrie.keys.pack_keys``).
-    fit_* : the FIT arrays, seed, counters and prefetch depth (``jit.fit.fit_lookup``).
-    v4_*, v6_* : the IPv4 / IPv6 CRA root, arena slots and rule value / plen arrays.
-    nm_* : the name CRA's root node and arrays (``jit.cra.lookup_names``).
-    default : int
-        Node index of the default route, or -1.
+    tables : int64[:]
+        The snapshot's tables (``jit.tables.describe``): the FIT arrays, seed, counters and
+        prefetch depth (``jit.fit.fit_lookup``); the IPv4 / IPv6 CRA root, arena slots and rule
+        value / plen arrays; the name CRA's root node and arrays (``jit.cra.lookup_names``); the
+        node index of the default route, or -1.
     with_text : bool
         Also format the matched prefixes as text (``jit.text.format_prefixes``).
     hexdigits : uint8[16]
@@ -69,6 +64,11 @@ def resolve(data, offsets,
     One output array and one text buffer: boxing each returned array costs ~0.35us, which
     a single lookup would otherwise pay seven times over.
     """
+    (fit_tags, fit_refs, fit_arena, fit_seed, fit_stats, fit_depth,
+     v4_root, v4_slots, v4_value, v4_plen,
+     v6_root, v6_slots, v6_value, v6_plen,
+     nm_root, nm_slots, nm_nroute, nm_skip_off, nm_skip_len, nm_skipb,
+     nm_value, nm_plen, nm_rule_off, nm_rule_bytes, default) = unpack(tables)
     n = offsets.shape[0] - 1
     node = np.empty(n, np.int32)
     fit_lookup(fit_tags, fit_refs, fit_arena, data, offsets, fit_seed, node, fit_stats, fit_depth)
@@ -161,19 +161,47 @@ def resolve(data, offsets,
 
 
 @kernel(nogil=False)
-def resolve_key(key, *tables):
+def resolve_key(key, tables, with_text, hexdigits):
     """``resolve`` for one key given as ``bytes``: ``(node, match, plen, text)``.
 
-    ``tables`` are ``resolve``'s arguments after ``offsets``. Packing a single key into numpy
-    arrays in Python cost more than the lookup itself once caches are cold (a server between
-    requests); here it is two small allocations.
+    Takes ``resolve``'s arguments after ``offsets``; ``text`` is the matched prefix without a
+    separator (empty unless the match is a prefix and ``with_text``). A server between
+    requests runs with cold caches, where ``resolve``'s dozen small batch arrays cost more than
+    the lookup itself; this walks the same tables with two allocations.
     """
+    (fit_tags, fit_refs, fit_arena, fit_seed, fit_stats, fit_depth,
+     v4_root, v4_slots, v4_value, v4_plen,
+     v6_root, v6_slots, v6_value, v6_plen,
+     nm_root, nm_slots, nm_nroute, nm_skip_off, nm_skip_len, nm_skipb,
+     nm_value, nm_plen, nm_rule_off, nm_rule_bytes, default) = unpack(tables)
     n = len(key)
-    data = np.empty(max(n, 1), np.uint8)
+    data = np.empty(n, np.uint8)
     for i in range(n):
         data[i] = key[i]
-    offsets = np.empty(2, np.int64)
-    offsets[0] = 0
-    offsets[1] = n
-    cols, text = resolve(data, offsets, *tables)
-    return cols[0, 0], cols[1, 0], cols[2, 0], text
+    node = np.int64(fit_get(fit_tags, fit_refs, fit_arena, data, fit_seed, fit_stats))
+    if node >= 0:
+        return node, EXACT, np.int64(-1), np.empty(0, np.uint8)
+    kind, a4, hi, lo = parse_address(data, 0, n)
+    if kind == KIND_IPV4:
+        r = ipv4_find(v4_root, v4_slots, np.int64(a4))
+        value, plens = v4_value, v4_plen
+    elif kind == KIND_IPV6:
+        r = ipv6_find(v6_root, v6_slots, hi, lo)
+        value, plens = v6_value, v6_plen
+    elif nm_value.shape[0]:
+        r = name_find(nm_root, nm_slots, nm_nroute, nm_skip_off, nm_skip_len, nm_skipb, nm_plen, nm_rule_off,
+                      nm_rule_bytes, data, 0, n)
+        value, plens = nm_value, nm_plen
+    else:
+        r = -1
+        value, plens = v4_value, v4_plen
+    if r >= 0 and value[r] >= 0:
+        plen = np.int64(plens[r])
+        if not with_text:
+            return np.int64(value[r]), PREFIX, plen, np.empty(0, np.uint8)
+        buf = np.empty(PREFIX_TEXT_MAX if kind != KIND_NAME else max(plen // 8, 1), np.uint8)
+        at = format_prefix(buf, 0, kind, a4, hi, lo, plen, data, 0, np.empty(8, np.int64), hexdigits)
+        return np.int64(value[r]), PREFIX, plen, buf[:at]
+    if default >= 0:
+        return np.int64(default), DEFAULT, np.int64(-1), np.empty(0, np.uint8)
+    return np.int64(-1), NONE, np.int64(-1), np.empty(0, np.uint8)

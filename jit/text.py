@@ -10,9 +10,10 @@ import numpy as np
 
 from jit._policy import kernel
 
-__all__ = ["format_prefixes", "SEPARATOR"]
+__all__ = ["format_prefixes", "format_prefix", "SEPARATOR", "PREFIX_TEXT_MAX"]
 
 SEPARATOR = 0  # keys never hold NUL, so it can end each text
+PREFIX_TEXT_MAX = 44  # the longest address prefix text: eight 4-digit groups, 7 colons, "/128"
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
@@ -41,6 +42,65 @@ def _put_hex_group(buf, at, g, hexdigits):
     return at
 
 
+@kernel(inline="always")
+def format_prefix(buf, at, kind, a4, hi, lo, plen, data, start, groups, hexdigits):
+    """Write one matched prefix's text at ``buf[at:]`` (no separator); returns the end.
+
+    ``kind`` 4: ``a4`` masked to ``plen``; 6: ``(hi, lo)`` likewise; a name: the first
+    ``plen / 8`` bytes of ``data[start:]``. ``groups`` is int64[8] scratch. ``buf`` needs
+    ``PREFIX_TEXT_MAX`` bytes for an address, ``plen / 8`` for a name.
+    """
+    p = np.int64(plen)
+    if kind == 4:
+        a = np.int64(a4)
+        if p < 32:
+            a &= ~((np.int64(1) << (32 - p)) - 1) & 0xFFFFFFFF
+        for k in range(4):
+            at = _put_decimal(buf, at, (a >> (24 - 8 * k)) & 255)
+            buf[at] = 46 if k < 3 else 47
+            at += 1
+        return _put_decimal(buf, at, p)
+    if kind == 6:
+        for k in range(8):
+            half = hi if k < 4 else lo
+            g = np.int64((half >> np.uint64(48 - 16 * (k % 4))) & np.uint64(0xFFFF))
+            bit = 16 * k
+            if p <= bit:
+                g = 0
+            elif p < bit + 16:
+                g &= ~((np.int64(1) << (bit + 16 - p)) - 1) & 0xFFFF
+            groups[k] = g
+        best, best_len, run, run_len = -1, 1, -1, 0
+        for k in range(8):
+            if groups[k] == 0:
+                if run_len == 0:
+                    run = k
+                run_len += 1
+                if run_len > best_len:
+                    best, best_len = run, run_len
+            else:
+                run_len = 0
+        k = 0
+        while k < 8:
+            if k == best:
+                buf[at] = 58
+                buf[at + 1] = 58
+                at += 2
+                k += best_len
+                continue
+            if k > 0 and k != best + best_len:
+                buf[at] = 58
+                at += 1
+            at = _put_hex_group(buf, at, groups[k], hexdigits)
+            k += 1
+        buf[at] = 47
+        return _put_decimal(buf, at + 1, p)
+    for k in range(p // 8):
+        buf[at] = data[start + k]
+        at += 1
+    return at
+
+
 @kernel
 def format_prefixes(sel, kind, v4, v6hi, v6lo, plen, data, offsets, hexdigits):
     """Texts of the prefixes matched by keys ``sel``, each followed by a NUL byte.
@@ -62,62 +122,13 @@ def format_prefixes(sel, kind, v4, v6hi, v6lo, plen, data, offsets, hexdigits):
     size = 0
     for j in range(sel.shape[0]):
         i = sel[j]
-        size += 45 if kind[i] == 6 else (20 if kind[i] == 4 else plen[i] // 8 + 1)
+        size += (PREFIX_TEXT_MAX if kind[i] else plen[i] // 8) + 1
     buf = np.empty(size, np.uint8)
     groups = np.empty(8, np.int64)
     at = 0
     for j in range(sel.shape[0]):
         i = sel[j]
-        p = np.int64(plen[i])
-        if kind[i] == 4:
-            a = np.int64(v4[i])
-            if p < 32:
-                a &= ~((np.int64(1) << (32 - p)) - 1) & 0xFFFFFFFF
-            for k in range(4):
-                at = _put_decimal(buf, at, (a >> (24 - 8 * k)) & 255)
-                buf[at] = 46 if k < 3 else 47
-                at += 1
-            at = _put_decimal(buf, at, p)
-        elif kind[i] == 6:
-            for k in range(8):
-                half = v6hi[i] if k < 4 else v6lo[i]
-                g = np.int64((half >> np.uint64(48 - 16 * (k % 4))) & np.uint64(0xFFFF))
-                bit = 16 * k
-                if p <= bit:
-                    g = 0
-                elif p < bit + 16:
-                    g &= ~((np.int64(1) << (bit + 16 - p)) - 1) & 0xFFFF
-                groups[k] = g
-            best, best_len, run, run_len = -1, 1, -1, 0
-            for k in range(8):
-                if groups[k] == 0:
-                    if run_len == 0:
-                        run = k
-                    run_len += 1
-                    if run_len > best_len:
-                        best, best_len = run, run_len
-                else:
-                    run_len = 0
-            k = 0
-            while k < 8:
-                if k == best:
-                    buf[at] = 58
-                    buf[at + 1] = 58
-                    at += 2
-                    k += best_len
-                    continue
-                if k > 0 and k != best + best_len:
-                    buf[at] = 58
-                    at += 1
-                at = _put_hex_group(buf, at, groups[k], hexdigits)
-                k += 1
-            buf[at] = 47
-            at = _put_decimal(buf, at + 1, p)
-        else:
-            start = offsets[i]
-            for k in range(p // 8):
-                buf[at] = data[start + k]
-                at += 1
+        at = format_prefix(buf, at, kind[i], v4[i], v6hi[i], v6lo[i], plen[i], data, offsets[i], groups, hexdigits)
         buf[at] = SEPARATOR
         at += 1
     return buf[:at]

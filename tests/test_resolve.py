@@ -2,11 +2,14 @@
 
 import ipaddress
 
+import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jit.naive import cra as naive_cra
 from jit.naive.resolve import resolve as naive_resolve
+from jit.tables import LAYOUT, describe
 from valkyrie.cra_table import CraTable
 from valkyrie.fit_table import FitTable
 from valkyrie.snapshot import MATCH_NAMES, Snapshot
@@ -143,9 +146,11 @@ def test_matches_the_twin_after_copy_on_write_updates(case, ups4, dels4, upsn, d
 @SETTINGS
 @given(tables_and_keys())
 def test_single_key_answers_match_the_batch(case):
+    """The one-key kernel is a walk of its own: the same answers, texts included, as the batch (checked against the twin)."""
     exact, v4_rules, v6_rules, name_rules, default, keys = case
     snap = snapshot(exact, v4_rules, v6_rules, name_rules, default)
     snap.nodes = _Ids()
+    check(snap, keys, exact, v4_rules, v6_rules, name_rules, default)
     res = snap.resolve(keys)
     batch = snap.answers(res, keys)
     for key, want in zip(keys, batch):
@@ -157,3 +162,15 @@ class _Ids:
 
     ids = [f"n{i}" for i in range(1001)]
     id_or_none = __import__("numpy").array([*ids, None], dtype=object)
+
+
+def test_table_descriptor_refuses_a_part_of_the_wrong_type():
+    """A table whose array changed dtype fails by name, instead of being read as the wrong type."""
+    snap = snapshot(EXACT, V4, V6, NAMES)
+    parts = list(snap._tables()[1])
+    assert describe(parts).shape == (2 * len(LAYOUT),)
+    parts[7] = parts[7].astype(np.int64)
+    with pytest.raises(TypeError, match="v4_slots must be a contiguous 1-d int32 array, got int64"):
+        describe(parts)
+    with pytest.raises(TypeError, match="expected 25 table parts, got 24"):
+        describe(parts[:-1])

@@ -6,7 +6,8 @@ kind: IPv4 text, IPv6 text or a name) -> the default route -> no route.
 
 import numpy as np
 
-from jit.resolve import resolve, resolve_key
+from jit.resolve import PREFIX, resolve, resolve_key
+from jit.tables import describe
 from valkyrie.keys import pack_keys, readonly
 
 __all__ = ["Snapshot", "Resolution", "MATCH_NAMES"]
@@ -49,7 +50,7 @@ class Snapshot:
         self.default = default
         self.route_count = len(exact) + len(ipv4) + len(ipv6) + len(names)
         self.released = False
-        self._kargs = None  # the tables' arrays as the resolve kernel takes them, gathered on first use
+        self._kargs = None  # (descriptor, parts) for the resolve kernels, gathered on first use
 
     def freeze(self):
         """Make every array readers see read-only; called once before publishing."""
@@ -88,16 +89,19 @@ class Snapshot:
 
     def answer(self, raw, text):
         """The JSON-ready answer for one key (``raw`` its bytes, ``text`` as the client sent it)."""
-        node, match, plen, prefix = resolve_key(raw, *self._kernel_args(), True, _HEX)
+        tables, _arrays = self._tables()  # _arrays: the descriptor's memory stays alive through the call
+        node, match, plen, prefix = resolve_key(raw, tables, True, _HEX)
         entry = {"key": text, "next_hop": self.nodes.ids[node] if node >= 0 else None, "match": MATCH_NAMES[match]}
-        if prefix.size:
-            entry["prefix"] = prefix[:-1].tobytes().decode("utf-8", errors="replace")
+        if match == PREFIX:
+            entry["prefix"] = prefix.tobytes().decode("utf-8", errors="replace")
         return entry
 
-    def _kernel_args(self):
+    def _tables(self):
+        """``(descriptor, parts)``: the tables as the resolve kernels take them, and what the descriptor points into."""
         if self._kargs is None:
-            self._kargs = (*self.exact.kernel_args(), *self.ipv4.kernel_args(), *self.ipv6.kernel_args(),
-                           *self.names.kernel_args(), int(self.default))
+            parts = (*self.exact.kernel_args(), *self.ipv4.kernel_args(), *self.ipv6.kernel_args(),
+                     *self.names.kernel_args(), int(self.default))
+            self._kargs = (describe(parts), parts)
         return self._kargs
 
     def resolve_packed(self, data, offsets, *, with_text=True):
@@ -105,7 +109,8 @@ class Snapshot:
 
         ``with_text=False`` skips formatting matched prefixes (answers that only name next hops).
         """
-        return Resolution(*resolve(readonly(data), readonly(offsets), *self._kernel_args(), with_text, _HEX))
+        tables, _arrays = self._tables()
+        return Resolution(*resolve(readonly(data), readonly(offsets), tables, with_text, _HEX))
 
     def next_hops(self, res):
         """Next-hop ids of a ``Resolution`` as one newline-separated bytes (empty line: no route)."""
