@@ -53,9 +53,10 @@ class Snapshot:
         self._kargs = None  # (descriptor, parts) for the resolve kernels, gathered on first use
 
     def freeze(self):
-        """Make every array readers see read-only; called once before publishing."""
+        """Make every array readers see read-only and describe them for the kernels; called once before publishing."""
         for table in (self.exact, self.ipv4, self.ipv6, self.names):
             table.freeze()
+        self._tables()  # here, on the writer's thread: not in the first lookup after publish
         return self
 
     def nbytes(self):
