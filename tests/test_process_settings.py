@@ -73,11 +73,11 @@ def test_cpu_cores_pins_every_thread(pinned):
     pinned.wait_for_line(rf"pinned to CPUs \[{CPUS[0]}\]")
 
 
-def test_table_building_threads_run_at_a_lower_cpu_priority(pinned):
+def test_the_writer_thread_runs_at_a_lower_cpu_priority(pinned):
     base = os.getpriority(os.PRIO_PROCESS, 0)  # the server inherits this test's niceness
     nice = {int(tid): os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in os.listdir(f"/proc/{pinned.pid}/task")}
     assert nice[pinned.pid] == base, "the event loop (main thread) keeps the process's priority"
-    # The writer built the tables at boot, so its thread exists by now; the PUT parser starts on first use.
+    # The writer built the tables at boot, so its thread exists by now (the PUT parser keeps the base priority).
     assert list(nice.values()).count(min(19, base + process.BACKGROUND_NICE)) >= 1, nice
 
 

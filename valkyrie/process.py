@@ -82,8 +82,9 @@ def pin_cpus(cores):
     log.info("pinned to CPUs %s", sorted(os.sched_getaffinity(0)))
 
 
-# Niceness of the threads that build tables (writer, PUT parser): when they compete with the event
-# loop for a core, the loop's lookups go first and the build takes a little longer.
+# Niceness of the writer thread: its kernels run without the GIL, and when they compete with the
+# event loop for a core the loop's lookups go first. Threads that hold the GIL throughout (the PUT
+# parser) keep the process's priority: lowered, they are preempted while every thread waits on them.
 BACKGROUND_NICE = 10
 
 
