@@ -259,14 +259,18 @@ def _check_table(st, table):
         raise ApiError(404, "unknown_table", f"no route table named {table!r}; this server has {st.default_table!r}")
 
 
-def _path_key(request):
-    """The ``{key}`` of ``/v1/route/{key}``, percent-decoded strictly (aiohttp would replace bad UTF-8)."""
-    raw = request.raw_path.split("?", 1)[0]
-    raw = raw[raw.index("/v1/route/") + len("/v1/route/"):]
+def _path_key(path):
+    """The ``{key}`` of the path ``/v1/route/{key}`` (no query), percent-decoded strictly (aiohttp would replace bad UTF-8)."""
+    raw = path[path.index(_ROUTE_PATH) + len(_ROUTE_PATH):]
+    if "%" not in raw and raw.isascii():
+        return raw  # nothing to decode
     try:
         return unquote_to_bytes(raw).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RouteError(f"key is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at {exc.start})") from None
+
+
+_ROUTE_PATH = "/v1/route/"
 
 
 def _pack_keys(keys, limit):
@@ -307,10 +311,14 @@ async def get_route(request):
     """Resolve one key from the path: ``GET /v1/route/198.51.100.7``."""
     started = time.perf_counter()
     st = request.app[STATE]
-    _require_ready(st)
-    _lookup_query(st, request)
+    if not st.ready:
+        _require_ready(st)
+    path = request.raw_path
+    if "?" in path:
+        _lookup_query(st, request)
+        path = path.split("?", 1)[0]
     try:
-        key = _path_key(request)
+        key = _path_key(path)
         # A hit is a reply of the live snapshot; only valid keys were ever cached.
         reply = st.cache.get(key, st.rcu.current.epoch) if st.cache.size else None
         if reply is None:
