@@ -36,7 +36,7 @@ from valkyrie.rcu import RcuDomain
 from valkyrie.keys import pack_texts
 from valkyrie.routes import MAX_KEY_BYTES, RouteError, load_route_file, parse_key
 from valkyrie.warmup import warm_kernels
-from valkyrie.writer import RouteWriter, parse_delete, parse_put
+from valkyrie.writer import RouteWriter, parse_delete, parse_put_body
 
 __all__ = ["create_app", "create_metrics_app", "ServerState", "STATE", "BOOT_FAILED", "BOOTED", "ApiError"]
 
@@ -422,7 +422,7 @@ PARSE_IN_THREAD_BYTES = 64 * 1024
 
 
 def _parse_put_body(raw, limit):
-    return parse_put(parse_json(raw), limit)
+    return parse_put_body(raw, limit, parse_json)
 
 
 async def put_routes(request):
@@ -438,8 +438,8 @@ async def put_routes(request):
         epoch = await st.publisher.submit(batch)
     except (RouteError, StoreError) as exc:
         raise _route_error(exc) from None
-    st.metrics.updates.labels("put").inc(len(batch.puts))
-    return _json({"epoch": epoch, "applied": len(batch.puts), "nodes": len(batch.nodes)})
+    st.metrics.updates.labels("put").inc(batch.put_count)
+    return _json({"epoch": epoch, "applied": batch.put_count, "nodes": len(batch.nodes)})
 
 
 async def list_routes(request):

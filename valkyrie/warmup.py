@@ -6,6 +6,7 @@ from valkyrie.metrics import LatencyRecorder
 from valkyrie.nodes import Node
 from valkyrie.rcu import RcuDomain
 from valkyrie.routes import parse_route
+from valkyrie.put_plain import parse_plain_put
 from valkyrie.writer import Batch, RouteWriter, parse_delete, parse_put
 
 __all__ = ["warm_kernels"]
@@ -35,8 +36,13 @@ def warm_kernels():
     second = writer.build(first)
     second.resolve(_KEYS)
     writer.rebuild_fit(second, load_factor=0.5).resolve(_KEYS)
-    # The PUT body parser and the delete kernels: a first DELETE compiled fit_delete (~1s) otherwise.
+    # The PUT body parsers (decoded, and plain bodies scanned as bytes) and the delete kernels: a first
+    # DELETE compiled fit_delete (~1s) otherwise.
     writer.stage(parse_put({"routes": [{"prefix": "10.2.0.0/16", "next_hop": "n"}, {"key": "job-3", "next_hop": "n"}]}, 10))
+    plain = parse_plain_put(b'{"routes": [{"prefix": "10.3.0.0/16", "next_hop": "n"}, {"prefix": "2001:db8:3::/48", '
+                            b'"next_hop": "n"}, {"key": "job-4", "next_hop": "n"}]}', 10)
+    assert plain is not None, "the warm-up body is plain"
+    writer.stage(Batch(plain=plain))
     third = writer.build(second)
     writer.stage(parse_delete({"routes": [{"prefix": "10.1.0.0/16"}, {"prefix": "2001:db8:1::/48"}, {"prefix": "ci."},
                                           {"key": "job-2"}]}, 10))

@@ -14,12 +14,13 @@ from jit.addr import parse_prefixes
 from valkyrie.cra_table import CraTable
 from valkyrie.fit_table import FitTable
 from valkyrie.nodes import NodeTable
+from valkyrie.put_plain import PlainPuts, parse_plain_put
 from valkyrie.keys import pack_texts
 from valkyrie.routes import (FAMILIES, MAX_KEY_BYTES, ExactRoute, PrefixRoute, RouteError, parse_key, parse_node,
                              parse_route, parse_route_ref)
 from valkyrie.snapshot import Snapshot
 
-__all__ = ["Batch", "RouteWriter", "parse_put", "parse_delete"]
+__all__ = ["Batch", "RouteWriter", "parse_put", "parse_put_body", "parse_delete"]
 
 # The snapshot attribute holding each family's CRA table.
 _TABLE = {"ipv4": "ipv4", "ipv6": "ipv6", "name": "names"}
@@ -35,11 +36,17 @@ class Batch:
     default_route: str | None = None
     where: list | None = None  # where each put came from (route files); else "routes[i]"
     default_where: str = "default_route"
+    plain: PlainPuts | None = None  # a plain PUT's routes as columns, instead of ``puts``
+
+    @property
+    def put_count(self):
+        """Routes it adds or replaces."""
+        return len(self.puts) + (len(self.plain) if self.plain is not None else 0)
 
     @property
     def size(self):
         """Route changes it carries (nodes count too: they rebuild the node table)."""
-        return len(self.nodes) + len(self.puts) + len(self.deletes)
+        return len(self.nodes) + self.put_count + len(self.deletes)
 
 
 def _entries(body, name, limit):
@@ -51,8 +58,16 @@ def _entries(body, name, limit):
     return items
 
 
+def parse_put_body(raw, limit, decode):
+    """A ``PUT /v1/routes`` body (bytes) as a ``Batch``: plain bodies as columns, the rest via ``decode`` and ``parse_put``."""
+    plain = parse_plain_put(raw, limit)
+    if plain is not None:
+        return Batch(plain=plain)
+    return parse_put(decode(raw), limit)
+
+
 def parse_put(body, limit):
-    """Parse a ``PUT /v1/routes`` body into a ``Batch`` (raises ``RouteError``)."""
+    """Parse a decoded ``PUT /v1/routes`` body into a ``Batch`` (raises ``RouteError``)."""
     if not isinstance(body, dict):
         raise RouteError("body must be a JSON object with 'nodes' and/or 'routes'", "invalid_body")
     unknown = set(body) - {"nodes", "routes", "default_route"}
@@ -116,6 +131,18 @@ def _hop(index, node_id, where):
     if idx is None:
         raise _unknown_hop(node_id, where)
     return idx
+
+
+def _plain_ops(plain, index):
+    """``(exact ops, prefix ops)`` of a ``PlainPuts`` against node ``index``; next hops looked up once each."""
+    found = [index.get(h) for h in plain.hops]
+    if None in found:
+        unknown = np.array([f is None for f in found])
+        first = int(np.flatnonzero(unknown[plain.hop])[0])
+        raise _unknown_hop(plain.hops[plain.hop[first]], f"routes[{first}]")
+    per_route = np.array(found, np.int64)[plain.hop]
+    return (dict(zip(plain.exact_keys, per_route[plain.exact_at].tolist())),
+            dict(zip(plain.prefixes, per_route[plain.prefix_at].tolist())))
 
 
 def _apply(ops, table, undo, changed):
@@ -213,7 +240,7 @@ class RouteWriter:
         # The batch's own nodes and the known ones, in one dict (indices of known ids never change).
         hops = new_nodes.index
         hop_index = hops.get
-        exact_ops, prefix_ops = {}, {}
+        exact_ops, prefix_ops = _plain_ops(batch.plain, hops) if batch.plain is not None else ({}, {})
         for i, route in enumerate(batch.puts):
             idx = hop_index(route.next_hop)
             if idx is None:
@@ -242,8 +269,14 @@ class RouteWriter:
                 u["default_route"] = batch.default_route
         self.nodes = new_nodes
         self.default = default
-        _apply(exact_ops, self.exact, u["exact"] if u else None, None)
         self._changed_exact.update(exact_ops)
+        if batch.plain is not None and u is None and len(batch.plain.families) == 1:
+            # No deletes, nothing to undo, one family: whole-dict updates instead of a loop per route.
+            self.exact.update(exact_ops)
+            self.prefixes.update(prefix_ops)
+            self._changed_prefix[batch.plain.families[0]].update(prefix_ops)
+            return
+        _apply(exact_ops, self.exact, u["exact"] if u else None, None)
         _apply(prefix_ops, self.prefixes, u["prefix"] if u else None, self._changed_prefix)
 
     def replay(self, stored):
