@@ -22,14 +22,14 @@ KIND_PREFIX = 1
 KIND_KEY = 2
 
 
-@kernel(inline="always")
+@kernel
 def _ws(b, i, n):
     while i < n and (b[i] == 32 or b[i] == 9 or b[i] == 10 or b[i] == 13):
         i += 1
     return i
 
 
-@kernel(inline="always")
+@kernel
 def _string(b, i, n):
     """End (index of the closing quote) of the plain string opening at ``b[i]``, or -1."""
     if i >= n or b[i] != 34:
@@ -45,7 +45,7 @@ def _string(b, i, n):
     return -1
 
 
-@kernel(inline="always")
+@kernel
 def _is(b, s, e, word):
     if e - s != len(word):
         return False
