@@ -169,3 +169,18 @@ def test_p99_is_judged_only_on_enough_requests(count, p99, status):
             f"valkyrie_routing_request_duration_window_seconds_sum {count * p99 / 2}\n")
     finding = diagnose._check_p99(diagnose.Scrape(text, 0.0), diagnose.Scrape(text, 1.0), None)
     assert finding.status == status, finding
+
+
+def test_start_up_503s_of_health_are_not_counted_as_errors():
+    """/health answers 503 until the tables load: readiness polls during a slow start are not a 5xx rate."""
+    def scrape(health_503, route_500, at):
+        text = (f'valkyrie_http_requests_total{{endpoint="/health",status="503"}} {health_503}\n'
+                f'valkyrie_http_requests_total{{endpoint="/health",status="200"}} 1\n'
+                f'valkyrie_http_requests_total{{endpoint="/v1/route",status="200"}} 20\n'
+                f'valkyrie_http_requests_total{{endpoint="/v1/route",status="500"}} {route_500}\n')
+        return Scrape(text, at)
+
+    slow_start = diagnose._check_errors(scrape(40, 0, 0.0), scrape(40, 0, 1.0))
+    failing = diagnose._check_errors(scrape(40, 5, 0.0), scrape(40, 5, 1.0))
+    assert slow_start.status == "ok" and slow_start.value == 0.0, slow_start
+    assert failing.status == "fail" and failing.value == pytest.approx(5 / 25), failing
