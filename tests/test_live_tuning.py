@@ -53,6 +53,7 @@ bad_values = [
     ("fit_load_factor", "0.6", "routing.lockfree"), ("fit_load_factor", True, "routing.lockfree"),
     ("fit_capacity", 1000, "routing.lockfree"), ("fit_capacity", 4, "routing.lockfree"),
     ("fit_capacity", 1.5, "routing.lockfree"), ("fit_capacity", "big", "routing.lockfree"),
+    ("fit_capacity", 1 << 62, "routing.lockfree"),  # once a 500: numpy could not allocate 4 EiB
     ("rcu_grace_period", 5, "routing.lockfree"), ("rcu_grace_period", "-1ms", "routing.lockfree"),
     ("rcu_grace_period", "soon", "routing.lockfree"),
     ("rcu_max_pending_updates", 0, "routing.lockfree"), ("rcu_max_pending_updates", "many", "routing.lockfree"),

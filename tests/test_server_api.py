@@ -5,6 +5,7 @@ import os
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from tests.conftest import make_config, wait_ready
 from valkyrie.server import STATE, create_app
@@ -135,6 +136,9 @@ async def test_oversized_batches_are_refused(tmp_path):
 async def test_bad_keys_in_path(api):
     resp = await api.get("/v1/route/a%00b")
     assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_key"
+    # The route's own letters encoded (yarl would normalise them without encoded=True): still the key.
+    resp = await api.get(URL("/v1/%72oute/job-42", encoded=True))
+    assert resp.status == 200 and (await resp.json())["key"] == "job-42"
     resp = await api.get("/v1/route/%ff%fe")
     body = await resp.json()
     assert resp.status == 400 and body["error"]["code"] == "invalid_key"

@@ -78,7 +78,8 @@ SCHEMA = {
         "store_path": _f("path", "valkyrie-routes.db", "SQLite file keeping API route changes across restarts; empty: not kept"),
     },
     "routing.lockfree": {
-        "fit_capacity": _f("int", 65536, "initial FIT slots (power of two); grows to honour the load factor", minimum=8),
+        "fit_capacity": _f("int", 65536, "initial FIT slots (power of two, at most 2^28: 1.25 GiB of slots); grows to "
+                                         "honour the load factor", minimum=8, maximum=1 << 28),
         "fit_load_factor": _f("float", 0.75, "FIT entries / slots before growing, in (0.1, 0.9]"),
         "fit_hash_function": _f("str", "xxhash", "FIT key hash; xxh64 is the one implemented (xxhash names it too)", choices=("xxhash", "xxh64")),
         "cra_enable_compression": _f("bool", True, "always on: the name arena is path-compressed by construction; false changes nothing"),

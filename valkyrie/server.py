@@ -261,11 +261,23 @@ def _check_table(st, table):
 
 def _path_key(path):
     """The ``{key}`` of the path ``/v1/route/{key}`` (no query), percent-decoded strictly (aiohttp would replace bad UTF-8)."""
-    raw = path[path.index(_ROUTE_PATH) + len(_ROUTE_PATH):]
+    at = path.find(_ROUTE_PATH)
+    if at < 0:
+        # The route's own letters were percent-encoded (/v1/%72oute/x): aiohttp matched the decoded path.
+        path = _strict_unquote(path)
+        at = path.find(_ROUTE_PATH)
+        if at < 0:
+            raise RouteError(f"no key in path {path!r}")
+        return path[at + len(_ROUTE_PATH):]
+    raw = path[at + len(_ROUTE_PATH):]
     if "%" not in raw and raw.isascii():
         return raw  # nothing to decode
+    return _strict_unquote(raw)
+
+
+def _strict_unquote(text):
     try:
-        return unquote_to_bytes(raw).decode("utf-8")
+        return unquote_to_bytes(text).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RouteError(f"key is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at {exc.start})") from None
 
