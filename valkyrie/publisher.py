@@ -1,7 +1,7 @@
 """Coalesces update batches from many requests into snapshots and publishes them through RCU.
 
 Requests ``await submit(batch)``; one task drains the queue, stages each batch
-(a bad one fails alone), builds one snapshot for the group off the event loop
+(a bad one fails alone, as does a job that raises), builds one snapshot for the group off the event loop
 and publishes it. Every request is answered only after the snapshot holding
 its changes is live, with that snapshot's epoch.
 """
@@ -82,7 +82,16 @@ class Publisher:
                 if callable(item):
                     self._flush(segment, outcomes)
                     segment = []
-                    snap = item(self.writer, self.rcu.current)
+                    try:
+                        snap = item(self.writer, self.rcu.current)
+                    except Exception as exc:  # noqa: BLE001 - the job's caller gets it; batches queued with it go on
+                        # A job builds from the live snapshot and changes the writer only once it has built
+                        # (rebuild_fit, defragment; a reload restores it): one that fails leaves nothing half done.
+                        if not isinstance(exc, (RouteError, StoreError)):
+                            log.error("ERROR snapshot job failed, keeping epoch %s: %s: %s", self.rcu.current.epoch,
+                                      type(exc).__name__, exc)
+                        outcomes[i] = exc
+                        continue
                     self._publish(snap)
                     outcomes[i] = snap.epoch
                     continue
