@@ -12,6 +12,7 @@ cases = [
     ("ci.build.", ("name", b"ci.build.", 72)),
     ("/api/v1/", ("name", b"/api/v1/", 64)),
     ("cafe.beef", ("name", b"cafe.beef", 72)),
+    ("10.0.0.0/255.0.0.0", ("ipv4", bytes([10, 0, 0, 0]), 8)),  # a netmask is an IPv4 prefix, not a name
 ]
 
 
@@ -25,6 +26,8 @@ def test_prefixes(text, parsed):
     ("300.1.1.1/8", "Octet 300"),
     ("10.0.0.1/8", "host bits set"),
     ("2001:db8::/129", "not a valid IPv6 prefix"),
+    ("10.0.0.0/-8", "not a valid IPv4 prefix"),
+    ("10.0.0.0/255.0.255.0", "not a valid IPv4 prefix"),
     ("a\x00b", "NUL"),
     ("", "empty"),
     ("x" * 1025, "limit is 1024"),

@@ -28,9 +28,9 @@ MAX_KEY_BYTES = 1024
 MAX_NODE_ID = 256
 FAMILIES = ("ipv4", "ipv6", "name")
 
-# Text that is clearly meant as an IP prefix (digits, hex, dots, colons and a /len):
-# if ipaddress rejects it, it is an error, never silently a name prefix.
-_IPISH = re.compile(r"^[0-9A-Fa-f:.]+(/\d*)?$")
+# Text that is clearly meant as an IP prefix (digits, hex, dots, colons and a /len, netmask or
+# even a negative length): if ipaddress rejects it, it is an error, never silently a name prefix.
+_IPISH = re.compile(r"^[0-9A-Fa-f:.]+(/-?[0-9.]*)?$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
