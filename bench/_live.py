@@ -145,6 +145,21 @@ class Histogram:
         return float("inf")
 
     @staticmethod
+    def interpolated(delta, q):
+        """Quantile ``q`` of a ``since()`` delta interpolated linearly inside its bucket, as Prometheus'
+        ``histogram_quantile`` does: finer than a bucket edge, exact only if the bucket fills evenly."""
+        total = sum(c for _, c in delta)
+        if not total:
+            return float("nan")
+        seen, lower = 0.0, 0.0
+        for le, c in delta:
+            if c and seen + c >= q * total:
+                return lower + (le - lower) * (q * total - seen) / c if le != float("inf") else lower
+            seen += c
+            lower = le
+        return float("inf")
+
+    @staticmethod
     def count(delta):
         return int(sum(c for _, c in delta))
 

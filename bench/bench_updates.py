@@ -187,6 +187,11 @@ async def run(args, out):
             for name, (_, p99, client) in (("flat out", lines[1]), ("paced", lines[3])):
                 out(f"ratio {name}/interleaved idle reader P99: server {p99 / idle[1]:.2f}x, client {client / idle[2]:.2f}x")
             out("(server quantiles are histogram bucket edges, 2^(1/4) = 1.19x apart: 'within 10%' means the same bucket)")
+            fine = {name: Histogram.interpolated(part[0], 0.99)
+                    for name, part in (("idle", paced["idle"]), ("paced", paced["readers"]), ("flat", flat["readers"]))}
+            out(f"server P99 interpolated inside its bucket (as Prometheus' histogram_quantile; information, not the "
+                f"verdict): interleaved idle {us(fine['idle'])}, paced {us(fine['paced'])} "
+                f"({fine['paced'] / fine['idle']:.2f}x), flat out {us(fine['flat'])} ({fine['flat'] / fine['idle']:.2f}x)")
             samples = flat["samples"] + paced["samples"]
             warm = [s for s in samples if s[1] >= 0.1 * target] or samples
             rss = np.array([s[2] for s in warm], dtype=float)
