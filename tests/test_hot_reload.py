@@ -251,17 +251,17 @@ def test_broken_file_is_rejected_logged_counted_and_the_old_config_keeps_serving
 
 def test_a_key_that_needs_a_restart_is_reported_and_keeps_its_running_value(live):
     mark = live.server.mark()
-    live.replace({"server": {"max_connections": 20000}})
-    line = live.server.wait_for_line(r"WARN hot\.reload of .*: server\.max_connections changed; restart the server "
+    live.replace({"server": {"blocking_threads": 16}})
+    line = live.server.wait_for_line(r"WARN hot\.reload of .*: server\.blocking_threads changed; restart the server "
                                      r"to apply it", since=mark)
     assert "WARNING" in line
     last = poll(lambda: (s := live.status())["last_reload"].get("restart_required") and s["last_reload"],
                 "restart_required in /config/status")
-    assert last["result"] == "ok" and last["restart_required"] == ["server.max_connections"]
-    assert live.status()["values"]["server.max_connections"] == 10000
+    assert last["result"] == "ok" and last["restart_required"] == ["server.blocking_threads"]
+    assert live.status()["values"]["server.blocking_threads"] == 8
     # Put back to the running value: changed since the last file, but nothing to restart for.
     live.replace()
-    last = poll(lambda: (s := live.status())["last_reload"].get("changed") == ["server.max_connections"]
+    last = poll(lambda: (s := live.status())["last_reload"].get("changed") == ["server.blocking_threads"]
                 and s["last_reload"]["at"] > last["at"] and s["last_reload"], "the file put back reloaded")
     assert last["restart_required"] == []
 

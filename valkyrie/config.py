@@ -61,7 +61,8 @@ SCHEMA = {
         "port": _f("port", 8080, "HTTP API port"),
         "worker_threads": _f("int", 4, "not used: lookups run on the event-loop thread; --check-conflicts still checks it", minimum=1),
         "blocking_threads": _f("int", 8, "threads for blocking work: config and route file reads, heap profiles, forced GC", minimum=1),
-        "max_connections": _f("int", 10000, "not enforced (aiohttp has no connection cap); checked against connection_pool_size", minimum=1),
+        "max_connections": _f("int", 10000, "open HTTP API connections; past it a new one is answered 503 "
+                                            "too_many_connections and closed (live)", minimum=1),
         "connection_timeout": _f("duration", 30.0, "deadline for a request body to arrive (408 after it; 0 = none)"),
         "keepalive_timeout": _f("duration", 60.0, "idle time before a keep-alive connection closes"),
         "max_batch_keys": _f("int", 100000, "keys accepted in one lookup or update batch", minimum=1),

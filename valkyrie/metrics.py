@@ -96,7 +96,7 @@ class Metrics:
         # so rate() and the guide's greps work on a quiet server.
         for result in ("ok", "error"):
             self.reloads.labels(result)
-        for code in ("invalid_body", "invalid_key", "no_route", "overloaded", "internal_error",
+        for code in ("invalid_body", "invalid_key", "no_route", "overloaded", "too_many_connections", "internal_error",
                      "storage_full", "storage_readonly", "storage_error"):
             self.errors[code] = 0
         r.register(_StateCollector(self))

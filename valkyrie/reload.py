@@ -26,7 +26,7 @@ LIVE_KEYS = frozenset({
     "routing.lockfree.rcu_aggressive_reclaim", "routing.lockfree.cra_defrag_threshold",
     "routing.route_cache_size", "routing.route_cache_ttl",
     "routing.connection_pool_size", "routing.max_concurrent_requests",
-    "server.max_batch_keys",
+    "server.max_batch_keys", "server.max_connections",
     "performance.performance_budget",
     "performance.memory.gc_threshold", "performance.memory.heap_profile_path",
     "performance.memory.enable_memory_profiling",

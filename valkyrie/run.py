@@ -9,6 +9,7 @@ from aiohttp import web
 
 from valkyrie import notify
 from valkyrie.admin import TOKEN_ENV, is_loopback
+from valkyrie.connections import CappedRunner
 from valkyrie.maintenance import force_reclaim, write_heap_profile
 from valkyrie.reload import reload_config
 from valkyrie.server import BOOT_FAILED, BOOTED, ServerState, create_app, create_metrics_app
@@ -87,7 +88,9 @@ async def serve(config, *, on_ready=None):
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=config["server.blocking_threads"], thread_name_prefix="valkyrie-blocking"))
     app = create_app(config, state=state)
-    runners = [web.AppRunner(app, access_log=None, keepalive_timeout=config["server.keepalive_timeout"])]
+    runners = [CappedRunner(app, limit=lambda: state.config["server.max_connections"],
+                            on_refused=lambda: state.metrics.count_error("too_many_connections"),
+                            access_log=None, keepalive_timeout=config["server.keepalive_timeout"])]
     try:
         http = await _start_site(runners[0], host, config["server.port"], "HTTP")
         metrics_at = None
