@@ -164,3 +164,19 @@ def test_cached_replies_hold_only_their_bytes():
         tracemalloc.stop()
     assert len(cache) == 5000
     assert per_entry < 2 * ENTRY_BYTES, f"{per_entry:.0f} bytes per cached reply"
+
+
+def test_a_new_epoch_makes_old_entries_misses_without_emptying_the_cache():
+    """Invalidation is O(1): stale entries stay until met or evicted, and never answer."""
+    cache = RouteCache(4, 60.0)
+    cache.advance(1)
+    for k in "abc":
+        cache.put(k, 1, k)
+    cache.advance(2)
+    assert len(cache) == 0 and cache.keys() == [] and cache.invalidations == 1
+    cache.put("a", 2, "a2")
+    assert cache.get("a", 2) == "a2" and cache.get("b", 2) is None and len(cache) == 1
+    # Filling up evicts the least recently used, stale or not; the live count stays right.
+    for k in "wxyz":
+        cache.put(k, 2, k)
+    assert cache.keys() == ["w", "x", "y", "z"] and len(cache) == 4 and cache.get("a", 2) is None

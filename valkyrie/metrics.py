@@ -208,7 +208,7 @@ def _flat_series(state):
     yield "valkyrie_cache_hits", "Single lookups answered from the route cache", one(cache["hits"]), "counter"
     yield "valkyrie_cache_misses", "Single lookups the route cache could not answer", one(cache["misses"]), "counter"
     yield "valkyrie_cache_evictions", "Route cache entries evicted to stay within route_cache_size", one(cache["evictions"]), "counter"
-    yield "valkyrie_cache_invalidations", "Times a new snapshot emptied the route cache", one(cache["invalidations"]), "counter"
+    yield "valkyrie_cache_invalidations", "Times a new snapshot made the cached answers stale", one(cache["invalidations"]), "counter"
     yield "valkyrie_cache_entries", "Answers in the route cache", one(cache["entries"]), "gauge"
     yield "valkyrie_cache_capacity", "Route cache capacity in entries (route_cache_size, bounded by max_cache_memory)", one(cache["size"]), "gauge"
     yield "valkyrie_update_queue_depth", "Update batches waiting for the writer", one(state["queue_depth"]), "gauge"
