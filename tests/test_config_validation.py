@@ -363,3 +363,10 @@ def test_the_guides_appended_top_level_keys_are_read_from_the_last_table(tmp_pat
     assert "read as the top-level key and overrides the value set above" in caplog.text
     path.write_text("[logging]\nlevel = \"info\"\ncpu_cores = [0]\n")
     assert load_config(path)["cpu_cores"] == [0]
+
+
+def test_relative_paths_resolve_against_the_config_file_and_are_normalised(tmp_path):
+    (tmp_path / "config").mkdir()
+    path = tmp_path / "config" / "valkyrie.toml"
+    path.write_text('[routing]\nstore_path = "../var/routes.db"\n')
+    assert load_config(path)["routing.store_path"] == str(tmp_path / "var" / "routes.db")

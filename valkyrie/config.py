@@ -7,6 +7,7 @@ collected and reported at once in a ``ConfigError``.
 
 import difflib
 import logging
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,7 +205,8 @@ def _convert(field, value, base_dir):
     if kind == "path":
         if not isinstance(value, str):
             raise ValueError(f"expected a path string, got {value!r}")
-        return str(base_dir / value) if value and base_dir else value
+        # Normalised, so status pages and logs show config/../var/x.db as var/x.db.
+        return os.path.normpath(base_dir / value) if value and base_dir else value
     if kind == "int_list":
         if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
             raise ValueError(f"expected a list of non-negative integers, got {value!r}")
