@@ -114,7 +114,8 @@ async def test_fit_geometry_change_is_a_new_snapshot_with_the_same_answers(api):
     data = await patch(api, {"fit_load_factor": 0.5, "fit_capacity": 131072})
     assert data["epoch"] > epoch
     assert data["tuning"]["fit_load_factor"] == {"value": 0.5, "source": "live", "file_value": 0.75}
-    assert data["tuning"]["fit_capacity"] == {"value": 131072, "source": "live", "file_value": 65536}
+    assert data["tuning"]["fit_capacity"] == {"value": 131072, "source": "live", "file_value": 65536,
+                                              "slots_in_use": 131072}
     text = await scrape(api)
     assert metric(text, "valkyrie_fit_capacity") == 131072 and metric(text, "valkyrie_fit_target_load_factor") == 0.5
     assert await answers(api) == expected
@@ -123,10 +124,22 @@ async def test_fit_geometry_change_is_a_new_snapshot_with_the_same_answers(api):
     assert resp.status == 200
     assert metric(await scrape(api), "valkyrie_fit_capacity") == 131072
     data = await patch(api, {"fit_load_factor": None, "fit_capacity": None})
-    assert data["tuning"]["fit_capacity"] == {"value": 65536, "source": "file", "file_value": 65536}
+    assert data["tuning"]["fit_capacity"] == {"value": 65536, "source": "file", "file_value": 65536,
+                                              "slots_in_use": 65536}
     assert data["tuning"]["fit_load_factor"]["source"] == "file"
     assert metric(await scrape(api), "valkyrie_fit_capacity") == 65536
     assert (await (await api.get("/v1/route/job-99")).json())["match"] == "exact"
+
+
+async def test_tuning_shows_the_slots_the_fit_grew_to(api):
+    """A capacity too small for the load factor is grown; the tuning view says so beside the asked-for value."""
+    data = await patch(api, {"fit_capacity": 8})
+    assert data["tuning"]["fit_capacity"]["value"] == 8
+    resp = await api.put("/v1/routes", json={"routes": [{"key": f"grow-{i}", "next_hop": "node-a"} for i in range(40)]})
+    assert resp.status == 200
+    view = (await (await api.get("/admin/tuning")).json())["fit_capacity"]
+    assert view["value"] == 8 and view["slots_in_use"] >= 64
+    assert metric(await scrape(api), "valkyrie_fit_capacity") == view["slots_in_use"]
 
 
 async def test_every_tunable_reports_provenance_and_reverts(api):

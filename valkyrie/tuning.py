@@ -26,7 +26,7 @@ class NotReady(RuntimeError):
 
 
 def tuning_view(state):
-    """Every tunable value, where it comes from, and the file's value."""
+    """Every tunable value, where it comes from, and the file's value (and the live FIT's slots, once serving)."""
     out = {}
     for name, dotted in TUNABLE.items():
         out[name] = {
@@ -34,6 +34,9 @@ def tuning_view(state):
             "source": "live" if dotted in state.overrides else "file",
             "file_value": display_value(dotted, state.file_config[dotted]),
         }
+    if state.ready:
+        # The FIT grows past the configured slots to honour its load factor: say what the live table has.
+        out["fit_capacity"]["slots_in_use"] = state.rcu.current.exact.capacity
     return out
 
 
