@@ -264,6 +264,7 @@ async def test_serving_compiles_nothing_after_warm_up(api):
     ("POST", "/v1/route", b'{"keys": ["job-42"], "table": 5}', 400, "invalid_body"),
     ("GET", "/v1/routes?prefix=%ff", None, 400, "invalid_query"),
     ("GET", "/v1/route/job-42?table=%ff", None, 400, "invalid_query"),
+    ("GET", "/v1/route/job-42?table=default&table=other", None, 400, "invalid_query"),  # not first-one-wins
 ])
 async def test_query_strings_are_checked_like_bodies(api, method, path, body, status, code):
     resp = await api.request(method, path, data=body)

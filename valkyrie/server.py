@@ -249,6 +249,9 @@ def _lookup_query(st, request):
     unknown = sorted(set(request.query) - {"table"})
     if unknown:
         raise ApiError(400, "invalid_query", f"unknown query parameter(s) {', '.join(unknown)}; lookups take only 'table'")
+    tables = request.query.getall("table", [])
+    if len(tables) > 1:
+        raise ApiError(400, "invalid_query", f"'table' is given {len(tables)} times; give it once")
     _check_table(st, request.query.get("table"))
 
 
