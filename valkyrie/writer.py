@@ -13,9 +13,9 @@ import numpy as np
 from jit.addr import parse_prefixes
 from valkyrie.cra_table import CraTable
 from valkyrie.fit_table import FitTable
+from valkyrie.keys import pack_texts
 from valkyrie.nodes import NodeTable
 from valkyrie.put_plain import PlainPuts, parse_plain_put
-from valkyrie.keys import pack_texts
 from valkyrie.routes import (FAMILIES, MAX_KEY_BYTES, ExactRoute, PrefixRoute, RouteError, parse_key, parse_node,
                              parse_route, parse_route_ref)
 from valkyrie.snapshot import Snapshot
@@ -281,11 +281,12 @@ class RouteWriter:
         self.nodes = new_nodes
         self.default = default
         self._changed_exact.update(exact_ops)
-        if batch.plain is not None and u is None and len(batch.plain.families) == 1:
-            # No deletes, nothing to undo, one family: dict updates instead of a loop per route.
+        if batch.plain is not None and u is None and len(batch.plain.families) <= 1:
+            # No deletes, nothing to undo, at most one family: dict updates instead of a loop per route.
             _update_in_slices(self.exact, exact_ops)
             _update_in_slices(self.prefixes, prefix_ops)
-            self._changed_prefix[batch.plain.families[0]].update(prefix_ops)
+            for family in batch.plain.families:
+                self._changed_prefix[family].update(prefix_ops)
             return
         _apply(exact_ops, self.exact, u["exact"] if u else None, None)
         _apply(prefix_ops, self.prefixes, u["prefix"] if u else None, self._changed_prefix)
