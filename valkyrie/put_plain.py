@@ -6,12 +6,12 @@ including every invalid one, takes ``parse_put``, which names the problem.
 """
 
 from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 
-from jit.addr import KIND_IPV4, KIND_IPV6, parse_prefixes
 from jit.put_scan import KIND_KEY, scan_put
-from valkyrie.routes import MAX_KEY_BYTES
+from valkyrie.routes import MAX_KEY_BYTES, ip_idents
 
 __all__ = ["PlainPuts", "parse_plain_put"]
 
@@ -60,11 +60,8 @@ def _ip_prefixes(body, start, end):
     lengths = end - start
     offsets = np.zeros(start.size + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    data = body[np.repeat(start - offsets[:-1], lengths) + np.arange(offsets[-1])]
-    kinds, v4, v6hi, v6lo, plens = parse_prefixes(data, offsets)
-    if not np.all((kinds == KIND_IPV4) | (kinds == KIND_IPV6)):
+    idents = ip_idents((body[np.repeat(start - offsets[:-1], lengths) + np.arange(offsets[-1])], offsets))
+    if None in idents:
         return None  # a name prefix, or not a prefix at all: parse_route decides
-    v4b, v6b = v4.astype(">u4").tobytes(), np.stack([v6hi, v6lo], axis=1).astype(">u8").tobytes()
-    families = tuple(f for f, k in (("ipv4", KIND_IPV4), ("ipv6", KIND_IPV6)) if (kinds == k).any())
-    return [("ipv4", v4b[4 * j:4 * j + 4], p) if k == KIND_IPV4 else ("ipv6", v6b[16 * j:16 * j + 16], p)
-            for j, (k, p) in enumerate(zip(kinds.tolist(), plens.tolist()))], families
+    present = set(map(itemgetter(0), idents))
+    return idents, tuple(f for f in ("ipv4", "ipv6") if f in present)

@@ -20,7 +20,7 @@ from valkyrie.nodes import Node
 
 __all__ = [
     "RouteError", "ExactRoute", "PrefixRoute", "RouteSet",
-    "parse_prefix", "parse_key", "parse_route", "parse_route_ref", "parse_node", "load_route_file",
+    "parse_prefix", "parse_key", "parse_route", "parse_route_ref", "parse_node", "load_route_file", "ip_idents",
     "MAX_KEY_BYTES",
 ]
 
@@ -277,29 +277,27 @@ def _load_csv(path, text):
     return result
 
 
-def _prefix_routes(texts, hops, wheres):
-    """``parse_route`` for many prefix rows: IP CIDRs through one kernel call, the rest one by one.
+def ip_idents(texts):
+    """``(family, network, plen)`` of each text the prefix kernel reads as an IP prefix, None for the rest.
 
-    The kernel accepts only what ``ipaddress`` accepts with the same result, so every row it
-    leaves (names, odd forms, errors) gets the exact parser and its wording.
+    The kernel (``jit.addr.parse_prefixes``) accepts only what ``ipaddress`` accepts, with the same
+    result, so a None (names, odd forms, errors) is left to ``parse_prefix`` and its wording.
+    ``texts``: ``str`` list, or ``(data, offsets)`` already packed.
     """
-    packed = pack_texts(texts, MAX_KEY_BYTES)
+    packed = pack_texts(texts, MAX_KEY_BYTES) if isinstance(texts, list) else texts
     if packed is None:
-        kinds = np.zeros(len(texts), np.int8)
-    else:
-        kinds, v4, v6hi, v6lo, plens = parse_prefixes(*packed)
-        v4_bytes = v4.astype(">u4").tobytes()
-        v6_bytes = np.stack([v6hi, v6lo], axis=1).astype(">u8").tobytes()
-    routes = []
-    plens = plens.tolist() if packed is not None else None
-    for i, (k, hop) in enumerate(zip(kinds.tolist(), hops)):
-        if k == 4 and hop:
-            routes.append(PrefixRoute("ipv4", v4_bytes[4 * i:4 * i + 4], plens[i], hop))
-        elif k == 6 and hop:
-            routes.append(PrefixRoute("ipv6", v6_bytes[16 * i:16 * i + 16], plens[i], hop))
-        else:
-            routes.append(parse_route({"prefix": texts[i], "next_hop": hop}, wheres[i]))
-    return routes
+        return [None] * len(texts)
+    kinds, v4, v6hi, v6lo, plens = parse_prefixes(*packed)
+    v4b, v6b = v4.astype(">u4").tobytes(), np.stack([v6hi, v6lo], axis=1).astype(">u8").tobytes()
+    return [("ipv4", v4b[4 * j:4 * j + 4], p) if k == 4 else ("ipv6", v6b[16 * j:16 * j + 16], p) if k == 6 else None
+            for j, (k, p) in enumerate(zip(kinds.tolist(), plens.tolist()))]
+
+
+def _prefix_routes(texts, hops, wheres):
+    """``parse_route`` for many prefix rows: IP CIDRs through one kernel call (``ip_idents``), the rest one by one."""
+    return [PrefixRoute(*ident, hop) if ident is not None and hop else
+            parse_route({"prefix": text, "next_hop": hop}, where)
+            for ident, text, hop, where in zip(ip_idents(texts), texts, hops, wheres)]
 
 
 def _load_toml(path, text):

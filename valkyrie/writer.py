@@ -10,13 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jit.addr import parse_prefixes
 from valkyrie.cra_table import CraTable
 from valkyrie.fit_table import FitTable
-from valkyrie.keys import pack_texts
 from valkyrie.nodes import NodeTable
 from valkyrie.put_plain import PlainPuts, parse_plain_put
-from valkyrie.routes import (FAMILIES, MAX_KEY_BYTES, ExactRoute, PrefixRoute, RouteError, parse_key, parse_node,
+from valkyrie.routes import (FAMILIES, ExactRoute, PrefixRoute, RouteError, ip_idents, parse_key, parse_node,
                              parse_route, parse_route_ref)
 from valkyrie.snapshot import Snapshot
 
@@ -109,15 +107,9 @@ def _parse_routes(items):
             fast[i] = ExactRoute(parse_key(items[i]["key"]), items[i]["next_hop"])
         except RouteError:
             pass  # parse_route below raises it again, naming the entry
-    packed = pack_texts([items[i]["prefix"] for i in plain], MAX_KEY_BYTES) if plain else None
-    if packed is not None:
-        kinds, v4, v6hi, v6lo, plens = parse_prefixes(*packed)
-        v4b, v6b = v4.astype(">u4").tobytes(), np.stack([v6hi, v6lo], axis=1).astype(">u8").tobytes()
-        for j, (i, kind, plen) in enumerate(zip(plain, kinds.tolist(), plens.tolist())):
-            if kind == 4:
-                fast[i] = PrefixRoute("ipv4", v4b[4 * j:4 * j + 4], plen, items[i]["next_hop"])
-            elif kind == 6:
-                fast[i] = PrefixRoute("ipv6", v6b[16 * j:16 * j + 16], plen, items[i]["next_hop"])
+    for i, ident in zip(plain, ip_idents([items[i]["prefix"] for i in plain]) if plain else ()):
+        if ident is not None:
+            fast[i] = PrefixRoute(*ident, items[i]["next_hop"])
     return [fast[i] if i in fast else parse_route(o, f"routes[{i}]") for i, o in enumerate(items)]
 
 
