@@ -249,10 +249,10 @@ def _lookup_query(st, request):
     unknown = sorted(set(request.query) - {"table"})
     if unknown:
         raise ApiError(400, "invalid_query", f"unknown query parameter(s) {', '.join(unknown)}; lookups take only 'table'")
-    tables = request.query.getall("table", [])
+    tables = request.query.getall("table", [None])
     if len(tables) > 1:
         raise ApiError(400, "invalid_query", f"'table' is given {len(tables)} times; give it once")
-    _check_table(st, request.query.get("table"))
+    _check_table(st, tables[0])
 
 
 def _check_table(st, table):
@@ -326,8 +326,7 @@ async def get_route(request):
     """Resolve one key from the path: ``GET /v1/route/198.51.100.7``."""
     started = time.perf_counter()
     st = request.app[STATE]
-    if not st.ready:
-        _require_ready(st)
+    _require_ready(st)
     path = request.raw_path
     if "?" in path:
         _lookup_query(st, request)

@@ -5,7 +5,7 @@ live (a FIT change is a rebuilt table published as a new snapshot);
 ``PATCH {"fit_load_factor": null}`` reverts a key to the file's value.
 """
 
-from valkyrie.config import SCHEMA, ConfigError, display_value, validate_updates
+from valkyrie.config import ConfigError, display_value, validate_updates
 
 __all__ = ["TUNABLE", "NotReady", "tuning_view", "apply_tuning"]
 

@@ -4,9 +4,9 @@ import time
 
 from valkyrie.metrics import LatencyRecorder
 from valkyrie.nodes import Node
+from valkyrie.put_plain import parse_plain_put
 from valkyrie.rcu import RcuDomain
 from valkyrie.routes import parse_route
-from valkyrie.put_plain import parse_plain_put
 from valkyrie.writer import Batch, RouteWriter, parse_delete, parse_put
 
 __all__ = ["warm_kernels"]
